@@ -1,0 +1,127 @@
+"""Model contract: parsing, field-naming errors, overrides, validation against a session."""
+
+import copy
+import json
+
+import onnxruntime as ort
+import pytest
+
+from wam_runtime.core.contract import (
+    apply_overrides, ContractError, parse_contract, validate_against_io)
+from wam_runtime.core.inference import session_io
+from wam_runtime.core.model_gen import build_model, make_contract_dict
+
+
+def test_round_trip_through_json():
+    d = make_contract_dict(cameras=('scene', 'wrist'), world_model=True)
+    c = parse_contract(json.dumps(d))
+    assert [cam.name for cam in c.cameras] == ['scene', 'wrist']
+    assert c.action.horizon == 16 and c.action.dt_s == 0.05
+    assert c.world_model.prediction_dt_s == 0.05
+    assert parse_contract(c.to_json()) == c
+
+
+def _mutated(path, value):
+    d = make_contract_dict()
+    target = d
+    for key in path[:-1]:
+        target = target[key]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return d
+
+
+@pytest.mark.parametrize('path,value,field', [
+    (('cameras', 0, 'height'), -3, 'contract.cameras[0].height'),
+    (('cameras', 0, 'width'), 'wide', 'contract.cameras[0].width'),
+    (('cameras', 0, 'encoding'), 'yuv422', 'contract.cameras[0].encoding'),
+    (('cameras', 0, 'layout'), 'CHW', 'contract.cameras[0].layout'),
+    (('cameras', 0, 'std'), [1.0, 0.0, 1.0], 'contract.cameras[0].std[1]'),
+    (('cameras', 0, 'mean'), [0.0, 0.0], 'contract.cameras[0].mean'),
+    (('cameras', 0, 'input'), KeyError, 'contract.cameras[0].input'),
+    (('state', 'joint_names'), ['a', 'a'], 'contract.state.joint_names'),
+    (('state', 'std'), [1.0] * 5, 'contract.state.std'),
+    (('action', 'horizon'), 0, 'contract.action.horizon'),
+    (('action', 'dt_s'), float('nan'), 'contract.action.dt_s'),
+    (('action', 'mode'), 'relative', 'contract.action.mode'),
+    (('action', 'output'), KeyError, 'contract.action.output'),
+    (('format_version',), 7, 'contract.format_version'),
+    (('cameras',), [], 'contract.cameras'),
+])
+def test_errors_name_the_field(path, value, field):
+    with pytest.raises(ContractError) as info:
+        parse_contract(_mutated(path, value))
+    assert info.value.field_path == field
+    assert str(info.value).startswith(field + ':')
+
+
+def test_not_json_is_reported():
+    with pytest.raises(ContractError, match='not valid JSON'):
+        parse_contract('{"format_version": 1,')
+
+
+def _io(**kwargs):
+    model = build_model(**kwargs)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=['CPUExecutionProvider'])
+    return session_io(sess)
+
+
+def test_validate_accepts_matching_session():
+    validate_against_io(parse_contract(make_contract_dict(world_model=True)),
+                        *_io(world_model=True))
+
+
+@pytest.mark.parametrize('change,field', [
+    (lambda d: d['cameras'][0].update(height=32), 'contract.cameras[0].height/width/layout'),
+    (lambda d: d['cameras'][0].update(input='rgb'), 'contract.cameras[0].input'),
+    (lambda d: d['cameras'][0].update(dtype='uint8'), 'contract.cameras[0].dtype'),
+    (lambda d: d['cameras'][0].update(layout='NHWC'), 'contract.cameras[0].height/width/layout'),
+    (lambda d: d['state'].update(joint_names=['a', 'b', 'c'], mean=[0] * 3, std=[1] * 3),
+     'contract.state.joint_names'),
+    (lambda d: d['action'].update(horizon=8), 'contract.action.horizon/joint_names'),
+    (lambda d: d['action'].update(output='chunk'), 'contract.action.output'),
+    (lambda d: d.update(world_model={'embedding_output': 'emb',
+                                     'predicted_embedding_output': 'p',
+                                     'prediction_dt_s': 0.1}),
+     'contract.world_model.embedding_output'),
+])
+def test_validate_names_the_mismatching_field(change, field):
+    d = make_contract_dict()
+    change(d)
+    with pytest.raises(ContractError) as info:
+        validate_against_io(parse_contract(d), *_io())
+    assert info.value.field_path == field
+
+
+def test_unfed_model_input_is_refused():
+    inputs, outputs = _io(cameras=('scene', 'wrist'))
+    with pytest.raises(ContractError, match='does not feed'):
+        validate_against_io(parse_contract(make_contract_dict(cameras=('scene',))),
+                            inputs, outputs)
+
+
+def test_overrides_change_only_allowed_fields_and_report_them():
+    c = parse_contract(make_contract_dict())
+    new, changes = apply_overrides(c, {'action': {'dt_s': 0.1},
+                                       'cameras': {'scene': {'scale': 1.0}}})
+    assert new.action.dt_s == 0.1 and new.cameras[0].scale == 1.0
+    assert changes == ['overrides.action.dt_s: 0.05 -> 0.1',
+                       'overrides.cameras.scene.scale: 0.00392156862745098 -> 1.0']
+    assert c.action.dt_s == 0.05  # the original is untouched
+    with pytest.raises(ContractError) as info:
+        apply_overrides(c, {'action': {'horizon': 8}})
+    assert info.value.field_path == 'overrides.action.horizon'
+    with pytest.raises(ContractError, match="no camera 'wrist'"):
+        apply_overrides(c, {'cameras': {'wrist': {'scale': 1.0}}})
+    with pytest.raises(ContractError) as info:
+        apply_overrides(c, {'action': {'dt_s': -1.0}})
+    assert info.value.field_path == 'contract.action.dt_s'
+
+
+def test_contract_is_immutable_input():
+    d = make_contract_dict()
+    before = copy.deepcopy(d)
+    parse_contract(d)
+    assert d == before

@@ -1,0 +1,149 @@
+"""SafetyController: chunk validation, sampling on the stamp's time base, watchdogs."""
+
+from hypothesis import given, settings, strategies as st
+import numpy as np
+import pytest
+
+from wam_runtime.core import controller as c
+from wam_runtime.core.gate import JointLimits
+
+NAMES = ('j1', 'j2')
+LIM = JointLimits.create(NAMES, [-1, -1], [1, 1], [2.0, 2.0])
+CFG = c.ControllerConfig(limits=LIM, control_period_s=0.01, command_timeout_s=0.3,
+                         state_timeout_s=0.2, max_chunk_age_s=0.5)
+
+
+def chunk(stamp, n=5, dt=0.05, start=0.0, step=0.005, names=NAMES):
+    times = [(k + 1) * dt for k in range(n)]
+    pos = [[start + (k + 1) * step] * len(names) for k in range(n)]
+    return list(names), stamp, times, pos
+
+
+def run(ctl, t0, t1, period=0.01):
+    out = []
+    t = t0
+    while t < t1 - 1e-9:
+        ctl.on_state(ctl.last_command if ctl.last_command is not None else np.zeros(2), t)
+        out.append((t, ctl.tick(t)))
+        t += period
+    return out
+
+
+def test_nothing_is_commanded_before_a_measured_state():
+    ctl = c.SafetyController(CFG)
+    r = ctl.tick(0.0)
+    assert r.command is None and r.mode == c.MODE_WAITING
+
+
+def test_first_command_is_the_measured_position_not_a_stale_target():
+    ctl = c.SafetyController(CFG)
+    ctl.on_state(np.array([0.3, -0.2]), 0.0)
+    r = ctl.tick(0.0)
+    np.testing.assert_array_equal(r.command, [0.3, -0.2])
+    assert r.mode == c.MODE_HOLDING
+
+
+def test_tracks_a_chunk_on_its_stamp_time_base_and_measures_latency():
+    ctl = c.SafetyController(CFG)
+    ctl.on_state(np.zeros(2), 0.0)
+    ctl.tick(0.0)
+    ctl.on_chunk(*chunk(stamp=0.0), now_s=0.02)
+    r = ctl.tick(0.03)
+    assert r.mode == c.MODE_TRACKING
+    assert r.chunk_latency_s == pytest.approx(0.03)
+    # At t=0.1 the chunk says 2 steps (0.01); the gate allows it (2 rad/s * 0.01 s per tick).
+    for t in np.arange(0.04, 0.105, 0.01):
+        ctl.on_state(ctl.last_command, t)
+        r = ctl.tick(t)
+    np.testing.assert_allclose(r.command, [0.01, 0.01], atol=1e-9)
+
+
+def test_reorders_joints_by_name():
+    names, stamp, times, pos = chunk(stamp=0.0)
+    pos = [[p[0], -p[0]] for p in pos]
+    ch = c.make_chunk(['j2', 'j1'], stamp, times, pos, NAMES, 0.0, 1.0)
+    np.testing.assert_allclose(ch.positions[:, 0], [-p[0] for p in pos])
+
+
+@pytest.mark.parametrize('mutate,reason', [
+    (lambda a: a.update(names=['j1', 'j3']), c.CHUNK_JOINTS),
+    (lambda a: a.update(names=['j1']), c.CHUNK_JOINTS),
+    (lambda a: a.update(names=['j1', 'j1']), c.CHUNK_JOINTS),
+    (lambda a: a['pos'][2].__setitem__(0, float('nan')), c.CHUNK_NON_FINITE),
+    (lambda a: a['pos'][2].__setitem__(1, float('inf')), c.CHUNK_NON_FINITE),
+    (lambda a: a['pos'][2].append(0.0), c.CHUNK_SHAPE),
+    (lambda a: a.update(times=[0.1, 0.1, 0.2, 0.3, 0.4]), c.CHUNK_TIME),
+    (lambda a: a.update(times=[0.2, 0.1, 0.3, 0.4, 0.5]), c.CHUNK_TIME),
+    (lambda a: a.update(stamp=-5.0), c.CHUNK_STALE),
+    (lambda a: a.update(stamp=3.0), c.CHUNK_FUTURE),
+    (lambda a: a.update(times=[], pos=[]), c.CHUNK_EMPTY),
+])
+def test_bad_chunks_are_rejected_counted_and_change_nothing(mutate, reason):
+    ctl = c.SafetyController(CFG)
+    ctl.on_state(np.zeros(2), 0.0)
+    before = ctl.tick(0.0).command
+    names, stamp, times, pos = chunk(stamp=0.0)
+    args = {'names': names, 'stamp': stamp, 'times': times, 'pos': pos}
+    mutate(args)
+    with pytest.raises(c.ChunkError) as info:
+        ctl.on_chunk(args['names'], args['stamp'], args['times'], args['pos'], now_s=0.01)
+    assert info.value.reason == reason
+    assert ctl.counters[reason] == 1
+    ctl.on_state(np.zeros(2), 0.02)
+    np.testing.assert_array_equal(ctl.tick(0.02).command, before)
+
+
+def test_older_chunk_than_current_is_rejected():
+    ctl = c.SafetyController(CFG)
+    ctl.on_state(np.zeros(2), 0.0)
+    ctl.on_chunk(*chunk(stamp=0.2), now_s=0.25)
+    with pytest.raises(c.ChunkError):
+        ctl.on_chunk(*chunk(stamp=0.1), now_s=0.26)
+
+
+def test_silent_policy_holds_within_command_timeout():
+    ctl = c.SafetyController(CFG)
+    ctl.on_state(np.zeros(2), 0.0)
+    ctl.on_chunk(*chunk(stamp=0.0, n=40, step=0.01), now_s=0.0)
+    trace = run(ctl, 0.0, 1.0)
+    timeout_at = next(t for t, r in trace if r.mode == c.MODE_HOLDING)
+    assert timeout_at == pytest.approx(CFG.command_timeout_s, abs=0.011)
+    held = [r.command for t, r in trace if t > timeout_at]
+    assert all(np.array_equal(h, held[0]) for h in held)
+    assert ctl.counters[c.COMMAND_TIMEOUT] == 1
+
+
+def test_stale_joint_states_hold():
+    ctl = c.SafetyController(CFG)
+    ctl.on_state(np.zeros(2), 0.0)
+    ctl.on_chunk(*chunk(stamp=0.0, n=40, step=0.01), now_s=0.0)
+    ctl.tick(0.05)
+    r = ctl.tick(0.3)   # state last seen at 0.0, timeout 0.2
+    assert r.mode == c.MODE_HOLDING
+    assert ctl.counters[c.STATE_TIMEOUT] == 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 0.3), st.floats(-2, 2), st.floats(0.005, 0.2)),
+                min_size=1, max_size=8))
+def test_random_chunk_streams_stay_in_limits(arrivals):
+    """Chunks with random delays and targets, some far outside limits: output stays bounded."""
+    ctl = c.SafetyController(CFG)
+    t, prev = 0.0, None
+    pending = sorted(arrivals)
+    for k in range(150):
+        t = k * 0.01
+        ctl.on_state(prev if prev is not None else np.zeros(2), t)
+        while pending and pending[0][0] <= t:
+            delay, target, dt = pending.pop(0)
+            try:
+                ctl.on_chunk(NAMES, t - delay, [dt * (i + 1) for i in range(4)],
+                             [[target, -target]] * 4, t)
+            except c.ChunkError:
+                pass
+        r = ctl.tick(t)
+        assert np.isfinite(r.command).all()
+        assert np.all(np.abs(r.command) <= 1.0 + 1e-9)
+        if prev is not None:
+            assert np.all(np.abs(r.command - prev) <= 2.0 * 0.01 + 1e-9)
+        prev = r.command

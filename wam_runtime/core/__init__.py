@@ -1,0 +1,1 @@
+"""Pure-Python core: no rclpy, no message packages. Everything here is unit-testable."""

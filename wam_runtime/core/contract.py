@@ -1,0 +1,425 @@
+"""The model I/O contract carried in ONNX metadata (key ``wam_runtime.contract``).
+
+A contract says which graph input is which camera, how a frame is turned into a tensor,
+which input carries the joint state and how it is normalised, and how the action output
+is laid out in time. Every error names the offending field with a dotted path, for
+example ``contract.cameras[0].height``.
+"""
+
+from dataclasses import asdict, dataclass, field
+import json
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+METADATA_KEY = 'wam_runtime.contract'
+FORMAT_VERSION = 1
+
+IMAGE_ENCODINGS = ('rgb8', 'bgr8', 'mono8')
+LAYOUTS = ('NCHW', 'NHWC')
+TENSOR_DTYPES = ('float32', 'float16', 'uint8')
+RESIZE_MODES = ('stretch', 'pad')
+ACTION_MODES = ('absolute', 'delta')
+
+# ONNX Runtime type strings for the tensor dtypes a contract may declare.
+ORT_TYPES = {'float32': 'tensor(float)', 'float16': 'tensor(float16)', 'uint8': 'tensor(uint8)'}
+
+
+class ContractError(ValueError):
+    """A contract is malformed or disagrees with the model; the message names the field."""
+
+    def __init__(self, field_path: str, problem: str) -> None:
+        super().__init__(f'{field_path}: {problem}')
+        self.field_path = field_path
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """One camera input: how a frame becomes the tensor the model expects."""
+
+    name: str
+    input: str  # noqa: A003 - the contract field name
+    height: int
+    width: int
+    encoding: str = 'rgb8'
+    layout: str = 'NCHW'
+    dtype: str = 'float32'
+    resize: str = 'stretch'
+    scale: float = 1.0 / 255.0
+    mean: Tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: Tuple[float, ...] = (1.0, 1.0, 1.0)
+
+    @property
+    def channels(self) -> int:
+        """Channels of the model input (1 for mono8, else 3)."""
+        return 1 if self.encoding == 'mono8' else 3
+
+    def tensor_shape(self) -> Tuple[int, int, int, int]:
+        """Shape of the batched input tensor."""
+        if self.layout == 'NCHW':
+            return (1, self.channels, self.height, self.width)
+        return (1, self.height, self.width, self.channels)
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """The joint-state input and its normalisation ``(q - mean) / std``."""
+
+    input: str  # noqa: A003 - the contract field name
+    joint_names: Tuple[str, ...]
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """The action-chunk output: ``horizon`` steps, step ``k`` due at ``(k + 1) * dt_s``."""
+
+    output: str
+    horizon: int
+    dt_s: float
+    joint_names: Tuple[str, ...]
+    mode: str = 'absolute'
+    mean: Tuple[float, ...] = ()
+    std: Tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorldModelSpec:
+    """Optional world-model outputs: current and predicted next-observation embeddings."""
+
+    embedding_output: str
+    predicted_embedding_output: str
+    prediction_dt_s: float
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """The whole contract of one model."""
+
+    name: str
+    cameras: Tuple[CameraSpec, ...]
+    state: StateSpec
+    action: ActionSpec
+    world_model: Optional[WorldModelSpec] = None
+    format_version: int = FORMAT_VERSION
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def input_names(self) -> List[str]:
+        """Every graph input the contract feeds."""
+        return [c.input for c in self.cameras] + [self.state.input]
+
+    def camera(self, name: str) -> CameraSpec:
+        """Return the camera spec called ``name``."""
+        for cam in self.cameras:
+            if cam.name == name:
+                return cam
+        raise KeyError(name)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain-JSON form, the inverse of :func:`parse_contract`."""
+        out = {
+            'format_version': self.format_version,
+            'name': self.name,
+            'cameras': [_listify(asdict(c)) for c in self.cameras],
+            'state': _listify(asdict(self.state)),
+            'action': _listify(asdict(self.action)),
+        }
+        if self.world_model is not None:
+            out['world_model'] = asdict(self.world_model)
+        return out
+
+    def to_json(self) -> str:
+        """Serialise for the ONNX metadata."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _listify(d: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+# --------------------------------------------------------------------------- field readers
+
+def _get(d: Mapping[str, Any], key: str, path: str, default: Any = ...) -> Any:
+    if key not in d:
+        if default is ...:
+            raise ContractError(f'{path}.{key}', 'missing required field')
+        return default
+    return d[key]
+
+
+def _mapping(value: Any, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ContractError(path, f'expected an object, got {type(value).__name__}')
+    return value
+
+
+def _str(value: Any, path: str, choices: Optional[Sequence[str]] = None) -> str:
+    if not isinstance(value, str) or not value:
+        raise ContractError(path, f'expected a non-empty string, got {value!r}')
+    if choices is not None and value not in choices:
+        raise ContractError(path, f'{value!r} is not one of {list(choices)}')
+    return value
+
+
+def _pos_int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ContractError(path, f'expected a positive integer, got {value!r}')
+    return value
+
+
+def _pos_float(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ContractError(path, f'expected a positive finite number, got {value!r}')
+    return float(value)
+
+
+def _floats(value: Any, path: str, length: int, positive: bool = False) -> Tuple[float, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ContractError(path, f'expected a list of {length} numbers, got {value!r}')
+    if len(value) != length:
+        raise ContractError(path, f'expected {length} values, got {len(value)}')
+    out = []
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ContractError(f'{path}[{i}]', f'expected a finite number, got {v!r}')
+        if positive and v <= 0:
+            raise ContractError(f'{path}[{i}]', f'expected a positive number, got {v!r}')
+        out.append(float(v))
+    return tuple(out)
+
+
+def _names(value: Any, path: str) -> Tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ContractError(path, f'expected a non-empty list of names, got {value!r}')
+    names = tuple(_str(v, f'{path}[{i}]') for i, v in enumerate(value))
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ContractError(path, f'duplicate joint names {dup}')
+    return names
+
+
+# --------------------------------------------------------------------------- parsing
+
+def _parse_camera(d: Any, path: str) -> CameraSpec:
+    d = _mapping(d, path)
+    encoding = _str(_get(d, 'encoding', path, 'rgb8'), f'{path}.encoding', IMAGE_ENCODINGS)
+    channels = 1 if encoding == 'mono8' else 3
+    return CameraSpec(
+        name=_str(_get(d, 'name', path), f'{path}.name'),
+        input=_str(_get(d, 'input', path), f'{path}.input'),
+        height=_pos_int(_get(d, 'height', path), f'{path}.height'),
+        width=_pos_int(_get(d, 'width', path), f'{path}.width'),
+        encoding=encoding,
+        layout=_str(_get(d, 'layout', path, 'NCHW'), f'{path}.layout', LAYOUTS),
+        dtype=_str(_get(d, 'dtype', path, 'float32'), f'{path}.dtype', TENSOR_DTYPES),
+        resize=_str(_get(d, 'resize', path, 'stretch'), f'{path}.resize', RESIZE_MODES),
+        scale=_pos_float(_get(d, 'scale', path, 1.0 / 255.0), f'{path}.scale'),
+        mean=_floats(_get(d, 'mean', path, [0.0] * channels), f'{path}.mean', channels),
+        std=_floats(_get(d, 'std', path, [1.0] * channels), f'{path}.std', channels, True),
+    )
+
+
+def _parse_state(d: Any, path: str) -> StateSpec:
+    d = _mapping(d, path)
+    names = _names(_get(d, 'joint_names', path), f'{path}.joint_names')
+    n = len(names)
+    return StateSpec(
+        input=_str(_get(d, 'input', path), f'{path}.input'),
+        joint_names=names,
+        mean=_floats(_get(d, 'mean', path, [0.0] * n), f'{path}.mean', n),
+        std=_floats(_get(d, 'std', path, [1.0] * n), f'{path}.std', n, True),
+    )
+
+
+def _parse_action(d: Any, path: str) -> ActionSpec:
+    d = _mapping(d, path)
+    names = _names(_get(d, 'joint_names', path), f'{path}.joint_names')
+    n = len(names)
+    mean = _get(d, 'mean', path, None)
+    std = _get(d, 'std', path, None)
+    return ActionSpec(
+        output=_str(_get(d, 'output', path), f'{path}.output'),
+        horizon=_pos_int(_get(d, 'horizon', path), f'{path}.horizon'),
+        dt_s=_pos_float(_get(d, 'dt_s', path), f'{path}.dt_s'),
+        joint_names=names,
+        mode=_str(_get(d, 'mode', path, 'absolute'), f'{path}.mode', ACTION_MODES),
+        mean=_floats([0.0] * n if mean is None else mean, f'{path}.mean', n),
+        std=_floats([1.0] * n if std is None else std, f'{path}.std', n, True),
+    )
+
+
+def _parse_world_model(d: Any, path: str) -> WorldModelSpec:
+    d = _mapping(d, path)
+    return WorldModelSpec(
+        embedding_output=_str(_get(d, 'embedding_output', path), f'{path}.embedding_output'),
+        predicted_embedding_output=_str(_get(d, 'predicted_embedding_output', path),
+                                        f'{path}.predicted_embedding_output'),
+        prediction_dt_s=_pos_float(_get(d, 'prediction_dt_s', path),
+                                   f'{path}.prediction_dt_s'),
+    )
+
+
+def parse_contract(data: Any) -> ModelContract:
+    """Parse a contract from its JSON text or decoded object; raise ContractError."""
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise ContractError('contract', f'not valid JSON ({exc})') from None
+    path = 'contract'
+    d = _mapping(data, path)
+    version = _get(d, 'format_version', path)
+    if version != FORMAT_VERSION:
+        raise ContractError(f'{path}.format_version',
+                            f'unsupported version {version!r} (this runtime reads '
+                            f'{FORMAT_VERSION})')
+    cams_raw = _get(d, 'cameras', path)
+    if not isinstance(cams_raw, list) or not cams_raw:
+        raise ContractError(f'{path}.cameras', 'expected a non-empty list of cameras')
+    cameras = tuple(_parse_camera(c, f'{path}.cameras[{i}]') for i, c in enumerate(cams_raw))
+    cam_names = [c.name for c in cameras]
+    if len(set(cam_names)) != len(cam_names):
+        raise ContractError(f'{path}.cameras', f'duplicate camera names {cam_names}')
+    wm = d.get('world_model')
+    contract = ModelContract(
+        name=_str(_get(d, 'name', path), f'{path}.name'),
+        cameras=cameras,
+        state=_parse_state(_get(d, 'state', path), f'{path}.state'),
+        action=_parse_action(_get(d, 'action', path), f'{path}.action'),
+        world_model=None if wm is None else _parse_world_model(wm, f'{path}.world_model'),
+        format_version=version,
+        extra={k: v for k, v in d.items() if k not in (
+            'format_version', 'name', 'cameras', 'state', 'action', 'world_model')},
+    )
+    inputs = contract.input_names
+    if len(set(inputs)) != len(inputs):
+        raise ContractError(path, f'two fields name the same graph input: {inputs}')
+    if contract.action.mode == 'delta' \
+            and set(contract.action.joint_names) - set(contract.state.joint_names):
+        raise ContractError(f'{path}.action.joint_names',
+                            'delta actions need every action joint in state.joint_names')
+    return contract
+
+
+# --------------------------------------------------------------------------- overrides
+
+_OVERRIDABLE = {
+    'action': ('dt_s', 'mode', 'mean', 'std'),
+    'state': ('mean', 'std'),
+    'camera': ('encoding', 'resize', 'scale', 'mean', 'std'),
+}
+
+
+def apply_overrides(contract: ModelContract,
+                    overrides: Mapping[str, Any]) -> Tuple[ModelContract, List[str]]:
+    """Apply config overrides; return the new contract and one line per changed field.
+
+    ``overrides`` mirrors the contract: ``{'action': {'dt_s': 0.1}, 'cameras': {'scene':
+    {'scale': 1.0}}}``. Fields that fix tensor shapes or graph names cannot be overridden;
+    trying to is an error naming the field.
+    """
+    changes: List[str] = []
+    d = contract.to_dict()
+    for section, values in overrides.items():
+        path = f'overrides.{section}'
+        values = _mapping(values, path)
+        if section in ('action', 'state'):
+            targets = [(d[section], values, path, _OVERRIDABLE[section])]
+        elif section == 'cameras':
+            targets = []
+            for cam_name, cam_values in values.items():
+                cams = [c for c in d['cameras'] if c['name'] == cam_name]
+                if not cams:
+                    raise ContractError(f'{path}.{cam_name}',
+                                        f'the model has no camera {cam_name!r}')
+                targets.append((cams[0], _mapping(cam_values, f'{path}.{cam_name}'),
+                                f'{path}.{cam_name}', _OVERRIDABLE['camera']))
+        else:
+            raise ContractError(path, 'only action, state and cameras can be overridden')
+        for target, vals, vpath, allowed in targets:
+            for key, value in vals.items():
+                if key not in allowed:
+                    raise ContractError(f'{vpath}.{key}',
+                                        f'cannot be overridden (allowed: {list(allowed)})')
+                old = target.get(key)
+                if old != value:
+                    changes.append(f'{vpath}.{key}: {old!r} -> {value!r}')
+                    target[key] = value
+    return parse_contract(d), changes
+
+
+# --------------------------------------------------------------------------- session check
+
+def _check_shape(actual: Sequence[Any], expected: Sequence[int], path: str, what: str) -> None:
+    """Compare an ONNX shape (ints, symbolic strings or None) with the expected one."""
+    if len(actual) != len(expected):
+        raise ContractError(path, f'{what} has rank {len(actual)} {list(actual)}, the contract '
+                                  f'implies {list(expected)}')
+    for axis, (a, e) in enumerate(zip(actual, expected)):
+        if isinstance(a, int) and a != e:
+            raise ContractError(path, f'{what} has shape {list(actual)}, the contract implies '
+                                      f'{list(expected)} (axis {axis})')
+
+
+def validate_against_io(contract: ModelContract,
+                        inputs: Mapping[str, Tuple[Sequence[Any], str]],
+                        outputs: Mapping[str, Tuple[Sequence[Any], str]]) -> None:
+    """Check the contract against a session's real ``{name: (shape, type)}`` inputs/outputs."""
+    fed = set()
+    for i, cam in enumerate(contract.cameras):
+        path = f'contract.cameras[{i}]'
+        if cam.input not in inputs:
+            raise ContractError(f'{path}.input', f'the model has no input {cam.input!r} '
+                                                 f'(inputs: {sorted(inputs)})')
+        shape, typ = inputs[cam.input]
+        if typ != ORT_TYPES[cam.dtype]:
+            raise ContractError(f'{path}.dtype', f'input {cam.input!r} is {typ}, the contract '
+                                                 f'says {cam.dtype}')
+        _check_shape(shape, cam.tensor_shape(), f'{path}.height/width/layout',
+                     f'input {cam.input!r}')
+        fed.add(cam.input)
+    st = contract.state
+    if st.input not in inputs:
+        raise ContractError('contract.state.input', f'the model has no input {st.input!r} '
+                                                    f'(inputs: {sorted(inputs)})')
+    shape, typ = inputs[st.input]
+    if typ != 'tensor(float)':
+        raise ContractError('contract.state.input', f'input {st.input!r} is {typ}, expected '
+                                                    'tensor(float)')
+    _check_shape(shape, (1, len(st.joint_names)), 'contract.state.joint_names',
+                 f'input {st.input!r}')
+    fed.add(st.input)
+    extra = sorted(set(inputs) - fed)
+    if extra:
+        raise ContractError('contract', f'the model has inputs the contract does not feed: '
+                                        f'{extra}')
+    act = contract.action
+    if act.output not in outputs:
+        raise ContractError('contract.action.output', f'the model has no output {act.output!r} '
+                                                      f'(outputs: {sorted(outputs)})')
+    shape, typ = outputs[act.output]
+    if typ != 'tensor(float)':
+        raise ContractError('contract.action.output', f'output {act.output!r} is {typ}, '
+                                                      'expected tensor(float)')
+    _check_shape(shape, (1, act.horizon, len(act.joint_names)),
+                 'contract.action.horizon/joint_names', f'output {act.output!r}')
+    wm = contract.world_model
+    if wm is not None:
+        dims = []
+        for key in ('embedding_output', 'predicted_embedding_output'):
+            name = getattr(wm, key)
+            if name not in outputs:
+                raise ContractError(f'contract.world_model.{key}',
+                                    f'the model has no output {name!r} '
+                                    f'(outputs: {sorted(outputs)})')
+            shape = outputs[name][0]
+            if len(shape) != 2:
+                raise ContractError(f'contract.world_model.{key}',
+                                    f'output {name!r} has shape {list(shape)}, expected [1, E]')
+            dims.append(shape[1])
+        if all(isinstance(x, int) for x in dims) and dims[0] != dims[1]:
+            raise ContractError('contract.world_model',
+                                f'embedding sizes differ: {dims[0]} vs {dims[1]}')

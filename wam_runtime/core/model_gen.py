@@ -1,0 +1,175 @@
+"""Generate small deterministic ONNX models that carry a contract (onnx helper API only).
+
+The generated policy is a fixed, readable function: action step ``k`` (0-based) targets
+``(1 - blend) * (centre + (amplitude + (k + 1) * ramp) * s) + blend * state`` with
+``s = 2 * brightness - 1`` and ``brightness`` the mean of the first camera's tensor. A
+test can therefore predict its output exactly, and a synthetic camera that modulates
+brightness makes the arm move.
+Optional world-model outputs and an artificial compute load (``delay_matmuls``) make it
+usable for the monitor and for slow-inference tests.
+"""
+
+import argparse
+import json
+from typing import List, Optional, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, TensorProto
+
+from wam_runtime.core.contract import METADATA_KEY
+
+DEFAULT_JOINTS = tuple(f'joint_{i}' for i in range(1, 7))
+
+
+def make_contract_dict(joint_names: Sequence[str] = DEFAULT_JOINTS,
+                       cameras: Sequence[str] = ('scene',), height: int = 64,
+                       width: int = 64, horizon: int = 16, dt_s: float = 0.05,
+                       world_model: bool = False) -> dict:
+    """Return the contract (as a dict) of a generated model."""
+    d = {
+        'format_version': 1,
+        'name': 'generated_test_policy',
+        'cameras': [{'name': c, 'input': f'image_{c}', 'height': height, 'width': width,
+                     'encoding': 'rgb8', 'layout': 'NCHW', 'dtype': 'float32',
+                     'resize': 'stretch', 'scale': 1.0 / 255.0, 'mean': [0.0] * 3,
+                     'std': [1.0] * 3} for c in cameras],
+        'state': {'input': 'joint_positions', 'joint_names': list(joint_names),
+                  'mean': [0.0] * len(joint_names), 'std': [1.0] * len(joint_names)},
+        'action': {'output': 'actions', 'horizon': horizon, 'dt_s': dt_s,
+                   'joint_names': list(joint_names), 'mode': 'absolute'},
+    }
+    if world_model:
+        d['world_model'] = {'embedding_output': 'embedding',
+                            'predicted_embedding_output': 'predicted_next_embedding',
+                            'prediction_dt_s': dt_s}
+    return d
+
+
+def expected_actions(brightness: float, state: np.ndarray, centre: np.ndarray,
+                     amplitude: np.ndarray, horizon: int, state_blend: float,
+                     ramp: float = 0.0) -> np.ndarray:
+    """Compute in numpy what a generated model returns (the test oracle)."""
+    s = 2.0 * brightness - 1.0
+    k = np.arange(1, horizon + 1)[:, None]
+    target = centre + (amplitude + k * ramp) * s
+    return (1.0 - state_blend) * target + state_blend * state
+
+
+def build_model(joint_names: Sequence[str] = DEFAULT_JOINTS,
+                cameras: Sequence[str] = ('scene',), height: int = 64, width: int = 64,
+                horizon: int = 16, dt_s: float = 0.05,
+                centre: Optional[Sequence[float]] = None,
+                amplitude: Optional[Sequence[float]] = None, state_blend: float = 0.1,
+                ramp_per_step: float = 0.0, world_model: bool = False,
+                delay_matmuls: int = 0, delay_size: int = 256,
+                contract: Optional[dict] = None) -> onnx.ModelProto:
+    """Build a generated model; ``contract`` replaces the metadata (for mismatch tests)."""
+    n = len(joint_names)
+    centre = np.zeros(n) if centre is None else np.asarray(centre, float)
+    amplitude = np.full(n, 0.3) if amplitude is None else np.asarray(amplitude, float)
+    f32 = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info(f'image_{c}', f32, [1, 3, height, width])
+              for c in cameras]
+    inputs.append(helper.make_tensor_value_info('joint_positions', f32, [1, n]))
+    outputs = [helper.make_tensor_value_info('actions', f32, [1, horizon, n])]
+    inits = [
+        numpy_helper.from_array(np.array([2.0], np.float32), 'two'),
+        numpy_helper.from_array(np.array([1.0], np.float32), 'one'),
+        numpy_helper.from_array(((1 - state_blend) * amplitude).astype(np.float32)
+                                .reshape(1, 1, n), 'amp'),
+        numpy_helper.from_array(((1 - state_blend) * centre).astype(np.float32)
+                                .reshape(1, 1, n), 'centre'),
+        numpy_helper.from_array(np.array([state_blend], np.float32), 'blend'),
+        numpy_helper.from_array(np.ones((1, horizon, 1), np.float32), 'ones_h'),
+        numpy_helper.from_array(((1 - state_blend) * ramp_per_step * np.tile(
+            np.arange(1, horizon + 1, dtype=np.float32)[:, None], (1, n)))
+            .astype(np.float32)[None], 'ramp'),
+        numpy_helper.from_array(np.array([1, 1, 1], np.int64), 'shape_111'),
+        numpy_helper.from_array(np.array([1, 1, n], np.int64), 'shape_11n'),
+    ]
+    cam0 = f'image_{cameras[0]}'
+    nodes: List[onnx.NodeProto] = [
+        helper.make_node('ReduceMean', [cam0], ['bright4'], keepdims=1),
+        helper.make_node('Reshape', ['bright4', 'shape_111'], ['bright']),
+        helper.make_node('Mul', ['bright', 'two'], ['b2']),
+        helper.make_node('Sub', ['b2', 'one'], ['signal']),
+        helper.make_node('Mul', ['signal', 'amp'], ['offset']),
+        helper.make_node('Add', ['offset', 'centre'], ['target']),
+        helper.make_node('Reshape', ['joint_positions', 'shape_11n'], ['q3']),
+        helper.make_node('Mul', ['q3', 'blend'], ['qb']),
+        helper.make_node('Add', ['target', 'qb'], ['step']),
+        helper.make_node('Mul', ['step', 'ones_h'], ['flat']),
+        helper.make_node('Mul', ['signal', 'ramp'], ['ramp_s']),
+        helper.make_node('Add', ['flat', 'ramp_s'], ['actions_raw']),
+    ]
+    last = 'actions_raw'
+    if delay_matmuls > 0:
+        # A data-dependent square matrix chain that constant folding cannot remove.
+        inits.append(numpy_helper.from_array(np.array([delay_size, delay_size], np.int64),
+                                             'delay_shape'))
+        inits.append(numpy_helper.from_array(np.array([0.0], np.float32), 'zero'))
+        nodes.append(helper.make_node('Expand', ['bright', 'delay_shape'], ['m0']))
+        prev = 'm0'
+        for i in range(delay_matmuls):
+            nodes.append(helper.make_node('MatMul', [prev, prev], [f'm{i + 1}']))
+            prev = f'm{i + 1}'
+        nodes += [helper.make_node('ReduceSum', [prev], ['msum'], keepdims=0),
+                  helper.make_node('Mul', ['msum', 'zero'], ['mzero']),
+                  helper.make_node('Add', [last, 'mzero'], ['actions_delayed'])]
+        last = 'actions_delayed'
+    nodes.append(helper.make_node('Identity', [last], ['actions']))
+    if world_model:
+        # Embedding: per-camera channel means; prediction: the same, so surprise is 0 on
+        # static input and rises when the picture changes.
+        embs = []
+        for c in cameras:
+            nodes.append(helper.make_node('GlobalAveragePool', [f'image_{c}'], [f'emb_{c}4']))
+            inits.append(numpy_helper.from_array(np.array([1, 3], np.int64), f'shape_13_{c}'))
+            nodes.append(helper.make_node('Reshape', [f'emb_{c}4', f'shape_13_{c}'],
+                                          [f'emb_{c}']))
+            embs.append(f'emb_{c}')
+        nodes.append(helper.make_node('Concat', embs, ['embedding'], axis=1))
+        nodes.append(helper.make_node('Identity', ['embedding'], ['predicted_next_embedding']))
+        e = 3 * len(cameras)
+        outputs += [helper.make_tensor_value_info('embedding', f32, [1, e]),
+                    helper.make_tensor_value_info('predicted_next_embedding', f32, [1, e])]
+    graph = helper.make_graph(nodes, 'wam_generated', inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)],
+                              producer_name='wam_runtime.model_gen')
+    model.ir_version = 8
+    meta = contract if contract is not None else make_contract_dict(
+        joint_names, cameras, height, width, horizon, dt_s, world_model)
+    helper.set_model_props(model, {METADATA_KEY: json.dumps(meta)})
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_model(path: str, **kwargs) -> str:
+    """Build a generated model and save it to ``path``; return the path."""
+    onnx.save(build_model(**kwargs), path)
+    return path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command line: write a generated model."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--out', required=True)
+    ap.add_argument('--cameras', nargs='+', default=['scene'])
+    ap.add_argument('--height', type=int, default=64)
+    ap.add_argument('--width', type=int, default=64)
+    ap.add_argument('--horizon', type=int, default=16)
+    ap.add_argument('--dt-s', type=float, default=0.05)
+    ap.add_argument('--world-model', action='store_true')
+    ap.add_argument('--delay-matmuls', type=int, default=0)
+    ap.add_argument('--ramp-per-step', type=float, default=0.0)
+    args = ap.parse_args(argv)
+    write_model(args.out, cameras=args.cameras, height=args.height, width=args.width,
+                horizon=args.horizon, dt_s=args.dt_s, world_model=args.world_model,
+                delay_matmuls=args.delay_matmuls, ramp_per_step=args.ramp_per_step)
+    print(args.out)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Demos: the foundation slice and the closed-loop reference world."""

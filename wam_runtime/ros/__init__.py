@@ -1,0 +1,1 @@
+"""Thin rclpy nodes wiring the core to topics, parameters, timers and QoS."""

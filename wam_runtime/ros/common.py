@@ -1,0 +1,123 @@
+"""Shared node plumbing: typed parameters with descriptors, diagnostics, time, main()."""
+
+from dataclasses import dataclass
+import sys
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+import rclpy
+from rclpy.exceptions import (
+    InvalidParameterTypeException, InvalidParameterValueException,
+    ParameterUninitializedException)
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_impl
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from wam_runtime.core.contract import ContractError
+from wam_runtime.core.gate import LimitsError
+from wam_runtime.core.image import FrameError
+from wam_runtime.core.inference import ModelLoadError
+
+
+class ConfigError(ValueError):
+    """A parameter value is invalid; the message names the parameter."""
+
+
+# Errors that mean "this configuration or model cannot run": one line, exit code 2.
+STARTUP_ERRORS = (ConfigError, ContractError, LimitsError, ModelLoadError, FrameError,
+                  InvalidParameterTypeException, InvalidParameterValueException,
+                  ParameterUninitializedException)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter: name, default (or a Parameter.Type when it has none), doc.
+
+    A parameter without a default is required unless ``optional`` is set; an optional one
+    reads as None when not given.
+    """
+
+    name: str
+    default: Any
+    description: str
+    optional: bool = False
+
+    @property
+    def required(self) -> bool:
+        """True when the parameter must come from configuration."""
+        return isinstance(self.default, Parameter.Type) and not self.optional
+
+
+def declare_params(node: Node, specs: Sequence[ParamSpec]) -> Dict[str, Any]:
+    """Declare every parameter with a descriptor and return their values by name.
+
+    A required parameter that was not given raises ConfigError naming it.
+    """
+    values: Dict[str, Any] = {}
+    for spec in specs:
+        desc = ParameterDescriptor(description=spec.description)
+        param = node.declare_parameter(spec.name, spec.default, desc)
+        if param.type_ == Parameter.Type.NOT_SET and spec.required:
+            raise ConfigError(f'parameter {spec.name!r} is required: {spec.description}')
+        values[spec.name] = param.value
+    return values
+
+
+def stamp_to_s(stamp) -> float:
+    """Convert builtin_interfaces/Time to float seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def now_s(node: Node) -> float:
+    """Return the node clock (ROS time: /clock under use_sim_time) in seconds."""
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
+def diagnostic_array(node: Node, name: str, level: bytes, message: str,
+                     values: Mapping[str, Any]) -> DiagnosticArray:
+    """Build a DiagnosticArray holding one status, values rendered as strings."""
+    status = DiagnosticStatus(level=level, name=name, message=message,
+                              hardware_id=node.get_fully_qualified_name())
+    status.values = [KeyValue(key=str(k), value=_fmt(v)) for k, v in values.items()]
+    arr = DiagnosticArray()
+    arr.header.stamp = node.get_clock().now().to_msg()
+    arr.status = [status]
+    return arr
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f'{v:.6g}'
+    return 'n/a' if v is None else str(v)
+
+
+def run_node(factory: Callable[[Optional[List[str]]], Node], args: Optional[List[str]] = None,
+             num_threads: int = 2) -> int:
+    """Init rclpy, build the node, spin until shutdown; exit 2 with one line on bad config.
+
+    Works on Jazzy and Kilted (no ``with rclpy.init()``).
+    """
+    try:
+        rclpy.init(args=args)
+    except _rclpy_impl.RCLError as exc:  # a malformed --params-file fails here
+        detail = ' '.join(str(exc).split(', at ')[0].split())
+        print(f'[wam_runtime] startup failed: {detail}', file=sys.stderr)
+        return 2
+    node = None
+    try:
+        node = factory(args)
+        executor = MultiThreadedExecutor(num_threads=num_threads)
+        executor.add_node(node)
+        executor.spin()
+    except STARTUP_ERRORS as exc:
+        print(f'[wam_runtime] startup failed: {exc}', file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

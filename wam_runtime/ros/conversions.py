@@ -1,0 +1,99 @@
+"""Message <-> numpy conversions. No copies of image data on the way in."""
+
+import array
+from typing import Dict, Optional, Sequence, Tuple
+
+from builtin_interfaces.msg import Duration, Time
+import numpy as np
+from sensor_msgs.msg import Image, JointState
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from wam_runtime.core.image import frame_view
+
+
+def s_to_time(t: float) -> Time:
+    """Convert float seconds to builtin_interfaces/Time."""
+    ns = int(round(t * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def s_to_duration(t: float) -> Duration:
+    """Convert float seconds to builtin_interfaces/Duration."""
+    ns = int(round(t * 1e9))
+    return Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def duration_to_s(d: Duration) -> float:
+    """Convert builtin_interfaces/Duration to float seconds."""
+    return d.sec + d.nanosec * 1e-9
+
+
+def image_view(msg: Image) -> np.ndarray:
+    """Return a zero-copy (H, W, C) uint8 view of an Image message; raise FrameError."""
+    return frame_view(msg.data, msg.height, msg.width, msg.encoding, msg.step)
+
+
+def image_msg(frame: np.ndarray, encoding: str, stamp: Time, frame_id: str = '') -> Image:
+    """Build an Image from an (H, W, C) uint8 array (one copy, never element-wise)."""
+    h, w = frame.shape[:2]
+    channels = 1 if frame.ndim == 2 else frame.shape[2]
+    msg = Image(height=h, width=w, encoding=encoding, is_bigendian=0, step=w * channels)
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.data = array.array('B', np.ascontiguousarray(frame).tobytes())
+    return msg
+
+
+class JointStateMapper:
+    """Pick named joints out of JointState messages, caching the index map per name list."""
+
+    def __init__(self, joint_names: Sequence[str]) -> None:
+        """Map to ``joint_names`` order."""
+        self.joint_names = tuple(joint_names)
+        self._cache: Dict[Tuple[str, ...], Optional[np.ndarray]] = {}
+
+    def positions(self, msg: JointState) -> np.ndarray:
+        """Return positions in ``joint_names`` order; raise ValueError on a bad message."""
+        key = tuple(msg.name)
+        idx = self._cache.get(key)
+        if idx is None:
+            missing = [n for n in self.joint_names if n not in key]
+            if missing or len(set(key)) != len(key):
+                raise ValueError(f'joint_states lacks {missing}' if missing
+                                 else 'joint_states has duplicate names')
+            idx = np.array([key.index(n) for n in self.joint_names])
+            if len(self._cache) < 16:
+                self._cache[key] = idx
+        pos = np.asarray(msg.position, dtype=np.float64)
+        if pos.size != len(key):
+            raise ValueError(f'joint_states has {len(key)} names but {pos.size} positions')
+        q = pos[idx]
+        if not np.isfinite(q).all():
+            raise ValueError('joint_states has non-finite positions')
+        return q
+
+
+def trajectory_msg(joint_names: Sequence[str], stamp: Time, dt_s: float,
+                   positions: np.ndarray) -> JointTrajectory:
+    """Build an action chunk: point k at ``(k + 1) * dt_s`` after the observation stamp."""
+    msg = JointTrajectory()
+    msg.header.stamp = stamp
+    msg.joint_names = list(joint_names)
+    pts = []
+    for k, row in enumerate(np.asarray(positions, dtype=np.float64)):
+        pts.append(JointTrajectoryPoint(positions=row.tolist(),
+                                        time_from_start=s_to_duration((k + 1) * dt_s)))
+    msg.points = pts
+    return msg
+
+
+def trajectory_arrays(msg: JointTrajectory):
+    """Return (joint_names, time_from_start_s, positions) of a JointTrajectory."""
+    times = [duration_to_s(p.time_from_start) for p in msg.points]
+    positions = [list(p.positions) for p in msg.points]
+    return list(msg.joint_names), times, positions
+
+
+def float_array(values: np.ndarray) -> array.array:
+    """Return a numpy vector as array('d') for Float64MultiArray.data (fast path)."""
+    return array.array('d', np.asarray(values, dtype=np.float64).tobytes())
