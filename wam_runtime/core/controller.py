@@ -21,10 +21,12 @@ CHUNK_TIME = 'chunk_time_not_increasing'
 CHUNK_STALE = 'chunk_stale'
 CHUNK_FUTURE = 'chunk_future_stamp'
 CHUNK_EMPTY = 'chunk_empty'
+CHUNK_DISABLED = 'chunk_while_disabled'
 # Watchdog reasons.
 COMMAND_TIMEOUT = 'command_timeout'
 STATE_TIMEOUT = 'state_timeout'
 
+MODE_DISABLED = 'disabled'
 MODE_WAITING = 'waiting_for_state'
 MODE_TRACKING = 'tracking'
 MODE_HOLDING = 'holding'
@@ -118,9 +120,10 @@ class TickResult:
 class SafetyController:
     """Fail-closed chunk executor: measured state + chunks in, gated commands out."""
 
-    def __init__(self, config: ControllerConfig) -> None:
+    def __init__(self, config: ControllerConfig, enabled: bool = True) -> None:
         """Start with no state, no chunk and no previous command."""
         self.config = config
+        self.enabled = enabled
         self.joint_names = config.limits.joint_names
         self._state: Optional[np.ndarray] = None
         self._state_time = -np.inf
@@ -141,6 +144,18 @@ class SafetyController:
         """The last command published (None before the first)."""
         return None if self._last_cmd is None else self._last_cmd.copy()
 
+    def set_enabled(self, enabled: bool) -> None:
+        """Open or close the gate.
+
+        Enabling starts from the measured position, never from an earlier target or chunk.
+        """
+        if enabled and not self.enabled:
+            self._last_cmd = None
+            self._chunk = None
+            self._watchdog = None
+            self._new_chunk = False
+        self.enabled = enabled
+
     def on_state(self, positions: np.ndarray, now_s: float) -> None:
         """Record measured positions in the controller's joint order."""
         self._state = np.asarray(positions, dtype=np.float64).copy()
@@ -150,6 +165,8 @@ class SafetyController:
                  time_from_start_s: Sequence[float], positions: Sequence[Sequence[float]],
                  now_s: float) -> Chunk:
         """Validate and adopt a chunk; raise ChunkError (and count it) on rejection."""
+        if not self.enabled:
+            raise ChunkError(CHUNK_DISABLED, 'the gate is disabled')
         try:
             chunk = make_chunk(joint_names, stamp_s, time_from_start_s, positions,
                                self.joint_names, now_s, self.config.max_chunk_age_s)
@@ -172,6 +189,8 @@ class SafetyController:
     def tick(self, now_s: float) -> TickResult:
         """Compute the command for this control period."""
         cfg = self.config
+        if not self.enabled:
+            return TickResult(None, MODE_DISABLED)
         if self._state is None:
             return TickResult(None, MODE_WAITING)
         if self._last_cmd is None:

@@ -94,6 +94,8 @@ def run(duration_s: float, out_dir: str, config: str, width: int, height: int) -
         'latency_obs_to_command_ms_p99': _num(safety, 'latency_obs_to_command_ms_p99'),
         'inference_ms_p50': _num(policy, 'inference_ms_p50'),
         'policy_overhead_ms_p50': _num(policy, 'overhead_ms_p50'),
+        'observation_age_at_chunk_publish_ms_p50': _num(policy,
+                                                        'observation_age_at_publish_ms_p50'),
         'chunk_rate_hz': _num(policy, 'chunk_rate_hz'),
         'safety_events': events,
         'commands_outside_limits': limit_violations(cmds, safety_cfg),

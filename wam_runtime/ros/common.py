@@ -10,7 +10,8 @@ import rclpy
 from rclpy.exceptions import (
     InvalidParameterTypeException, InvalidParameterValueException,
     ParameterUninitializedException)
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import (
+    ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor)
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_impl
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -94,9 +95,11 @@ def _fmt(v: Any) -> str:
 
 
 def run_node(factory: Callable[[Optional[List[str]]], Node], args: Optional[List[str]] = None,
-             num_threads: int = 2) -> int:
+             num_threads: int = 1) -> int:
     """Init rclpy, build the node, spin until shutdown; exit 2 with one line on bad config.
 
+    ``num_threads == 1`` uses the SingleThreadedExecutor: measurably less overhead and jitter
+    than rclpy's MultiThreadedExecutor for nodes whose heavy work runs on their own thread.
     Works on Jazzy and Kilted (no ``with rclpy.init()``).
     """
     try:
@@ -108,7 +111,8 @@ def run_node(factory: Callable[[Optional[List[str]]], Node], args: Optional[List
     node = None
     try:
         node = factory(args)
-        executor = MultiThreadedExecutor(num_threads=num_threads)
+        executor = SingleThreadedExecutor() if num_threads == 1 else \
+            MultiThreadedExecutor(num_threads=num_threads)
         executor.add_node(node)
         executor.spin()
     except STARTUP_ERRORS as exc:

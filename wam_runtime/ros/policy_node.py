@@ -12,6 +12,7 @@ import time
 from typing import Dict, List, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_impl
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data, QoSProfile
@@ -71,6 +72,7 @@ class PolicyNode(Node):
         self._lock = threading.Lock()
         self.counters: Dict[str, int] = {}
         self.overhead = RollingStats(1000)
+        self.obs_age = RollingStats(1000)
         self.chunk_rate = RateMeter()
         self.frames_in = {c.name: RateMeter() for c in contract.cameras}
 
@@ -115,7 +117,7 @@ class PolicyNode(Node):
 
     def _worker_loop(self) -> None:
         next_allowed = 0.0
-        while self._running:
+        while self._running and self.context.ok():
             if not self._new_frame.wait(timeout=0.2):
                 continue
             wait = next_allowed - time.monotonic()
@@ -128,6 +130,10 @@ class PolicyNode(Node):
             next_allowed = time.monotonic() + 0.9 * self._period_s
             try:
                 self._infer()
+            except _rclpy_impl.RCLError:
+                if self.context.ok():
+                    raise
+                return   # rclpy shut down while this thread was publishing
             except Exception as exc:  # noqa: B902 - keep the worker alive; fail closed
                 # No chunk is published, so the safety controller times out and holds.
                 self._count('inference_error')
@@ -161,6 +167,7 @@ class PolicyNode(Node):
         act = self.contract.action
         self.chunk_pub.publish(trajectory_msg(act.joint_names, s_to_time(obs.stamp_s),
                                               act.dt_s, out.actions))
+        self.obs_age.add(now_s(self) - obs.stamp_s)
         self.overhead.add(time.perf_counter() - t_start - out.inference_s)
         self.chunk_rate.tick(time.monotonic())
 
@@ -169,10 +176,13 @@ class PolicyNode(Node):
             counters = dict(self.counters)
         inf = self.policy.timing.summary(1e3)
         ovh = self.overhead.summary(1e3)
+        age = self.obs_age.summary(1e3)
         values = {
             'chunks_published': inf['count'], 'chunk_rate_hz': self.chunk_rate.rate_hz(),
             'inference_ms_p50': inf['p50'], 'inference_ms_p99': inf['p99'],
             'overhead_ms_p50': ovh['p50'], 'overhead_ms_p99': ovh['p99'],
+            'observation_age_at_publish_ms_p50': age['p50'],
+            'observation_age_at_publish_ms_p99': age['p99'],
             'provider': self.policy.providers[0],
         }
         for name, meter in self.frames_in.items():
@@ -187,7 +197,7 @@ class PolicyNode(Node):
 
 def main(args: Optional[List[str]] = None) -> int:
     """Entry point (console script ``policy_node``)."""
-    return run_node(lambda a: PolicyNode(), args, num_threads=3)
+    return run_node(lambda a: PolicyNode(), args)
 
 
 if __name__ == '__main__':

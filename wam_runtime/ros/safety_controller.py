@@ -17,10 +17,11 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data, QoSProfile
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
-from wam_runtime.core.controller import ChunkError, ControllerConfig, MODE_HOLDING, \
-    SafetyController
+from wam_runtime.core.controller import CHUNK_DISABLED, ChunkError, ControllerConfig, \
+    MODE_HOLDING, SafetyController
 from wam_runtime.core.gate import JointLimits
 from wam_runtime.core.stats import RateMeter, RollingStats
 from wam_runtime.ros.common import ConfigError, declare_params, diagnostic_array, now_s, \
@@ -42,6 +43,8 @@ PARAMS = (
               'Without a valid chunk for this long the controller holds (s).'),
     ParamSpec('state_timeout_s', 0.5, 'Without joint_states for this long it holds (s).'),
     ParamSpec('max_chunk_age_s', 1.0, 'Chunks stamped longer ago than this are rejected (s).'),
+    ParamSpec('start_enabled', True, 'Open the gate at startup; otherwise wait for '
+                                     'safety/enable.'),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of /diagnostics messages (s).'),
 )
 
@@ -64,7 +67,7 @@ class SafetyControllerNode(Node):
         self.core = SafetyController(ControllerConfig(
             limits=limits, control_period_s=period, command_timeout_s=p['command_timeout_s'],
             state_timeout_s=p['state_timeout_s'], max_chunk_age_s=p['max_chunk_age_s'],
-            position_margin_rad=p['position_margin_rad']))
+            position_margin_rad=p['position_margin_rad']), enabled=p['start_enabled'])
         self.mapper = JointStateMapper(limits.joint_names)
         self._lock = threading.Lock()
         self.latency = RollingStats(2000)
@@ -78,6 +81,7 @@ class SafetyControllerNode(Node):
                                  QoSProfile(depth=10))
         self.create_subscription(JointState, 'joint_states', self._on_joints,
                                  qos_profile_sensor_data)
+        self.create_service(SetBool, 'safety/enable', self._on_enable)
         self.create_timer(period, self._tick)
         self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics)
         self.get_logger().info(f'gating {list(limits.joint_names)} at '
@@ -93,6 +97,14 @@ class SafetyControllerNode(Node):
         with self._lock:
             self.core.on_state(q, now_s(self))
 
+    def _on_enable(self, request, response):
+        with self._lock:
+            self.core.set_enabled(bool(request.data))
+        response.success = True
+        response.message = 'enabled' if request.data else 'disabled'
+        self.get_logger().info(f'gate {response.message}')
+        return response
+
     def _on_chunk(self, msg: JointTrajectory) -> None:
         names, times, positions = trajectory_arrays(msg)
         with self._lock:
@@ -100,6 +112,8 @@ class SafetyControllerNode(Node):
                 self.core.on_chunk(names, stamp_to_s(msg.header.stamp), times, positions,
                                    now_s(self))
             except ChunkError as exc:
+                if exc.reason == CHUNK_DISABLED:
+                    return
                 self.get_logger().warning(f'chunk rejected: {exc}', throttle_duration_sec=1.0)
 
     def _tick(self) -> None:
@@ -143,7 +157,7 @@ class SafetyControllerNode(Node):
 
 def main(args: Optional[List[str]] = None) -> int:
     """Entry point (console script ``safety_controller``)."""
-    return run_node(lambda a: SafetyControllerNode(), args, num_threads=2)
+    return run_node(lambda a: SafetyControllerNode(), args)
 
 
 if __name__ == '__main__':

@@ -76,7 +76,7 @@ class SyntheticCamera(Node):
 
 def main(args: Optional[List[str]] = None) -> int:
     """Entry point (console script ``synthetic_camera``)."""
-    return run_node(lambda a: SyntheticCamera(), args, num_threads=2)
+    return run_node(lambda a: SyntheticCamera(), args)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): JSON + markdown under bench/results/."""
