@@ -147,3 +147,161 @@ def test_random_chunk_streams_stay_in_limits(arrivals):
         if prev is not None:
             assert np.all(np.abs(r.command - prev) <= 2.0 * 0.01 + 1e-9)
         prev = r.command
+
+
+# ------------------------------------------------------------------ stops, faults, latches
+
+DYN = JointLimits.create(NAMES, [-1, -1], [1, 1], [2.0, 2.0], [10.0, 10.0], [500.0, 500.0])
+
+
+def _cfg(**kw):
+    base = {'limits': DYN, 'control_period_s': 0.01, 'command_timeout_s': 0.3,
+            'state_timeout_s': 0.2, 'max_chunk_age_s': 0.5}
+    base.update(kw)
+    return c.ControllerConfig(**base)
+
+
+def _moving(ctl, until=0.6):
+    """Track a fast chunk until ``until``; return the trace."""
+    ctl.on_state(np.zeros(2), 0.0)
+    ctl.on_chunk(NAMES, 0.0, [0.05 * (k + 1) for k in range(20)],
+                 [[0.045 * (k + 1)] * 2 for k in range(20)], now_s=0.0)
+    return run(ctl, 0.0, until)
+
+
+def _check_limits(trace, lim=DYN, dt=0.01):
+    cmds = np.array([r.command for _, r in trace])
+    v = np.diff(cmds, axis=0) / dt
+    a = np.diff(v, axis=0) / dt
+    assert np.all(np.abs(v) <= lim.max_velocity + 1e-6)
+    assert np.all(np.abs(a) <= lim.max_acceleration + 1e-6)
+    return cmds, v
+
+
+def test_command_timeout_decelerates_within_limits_then_holds():
+    ctl = c.SafetyController(_cfg())
+    trace = _moving(ctl, 1.5)
+    cmds, v = _check_limits(trace)
+    modes = [r.mode for _, r in trace]
+    assert c.MODE_STOPPING in modes and modes[-1] == c.MODE_HOLDING
+    first_stop = modes.index(c.MODE_STOPPING)
+    assert trace[first_stop][0] == pytest.approx(0.3, abs=0.02)
+    assert np.abs(v[first_stop - 2]).max() > 0.5        # it was moving fast
+    assert np.all(cmds[-10:] == cmds[-1])
+    assert ctl.counters[c.COMMAND_TIMEOUT] == 1
+
+
+def test_estop_latches_until_released_and_reset():
+    ctl = c.SafetyController(_cfg(command_timeout_s=5.0))
+    _moving(ctl, 0.3)
+    ctl.on_estop(True, 0.3)
+    trace = run(ctl, 0.3, 0.8)
+    _check_limits(trace)
+    assert trace[-1][1].mode == c.MODE_FAULT and ctl.fault == c.ESTOP
+    assert ctl.reset() == (False, 'e-stop is still pressed')
+    ctl.on_estop(False, 0.8)
+    # Released but not reset: still latched.
+    assert run(ctl, 0.8, 0.9)[-1][1].mode == c.MODE_FAULT
+    ok, msg = ctl.reset()
+    assert ok and 'estop' in msg
+    # The old chunk is not resumed after a reset.
+    assert run(ctl, 0.9, 1.0)[-1][1].mode == c.MODE_HOLDING
+
+
+def test_silent_estop_heartbeat_counts_as_pressed():
+    ctl = c.SafetyController(_cfg(estop_timeout_s=0.1, command_timeout_s=5.0))
+    ctl.on_state(np.zeros(2), 0.0)
+    ctl.on_estop(False, 0.0)
+    ctl.on_chunk(NAMES, 0.0, [0.1 * (k + 1) for k in range(20)],
+                 [[0.05 * (k + 1)] * 2 for k in range(20)], now_s=0.0)
+    trace = []
+    for k in range(60):
+        t = k * 0.01
+        if t < 0.2:
+            ctl.on_estop(False, t)          # heartbeat until 0.2 s, then silence
+        ctl.on_state(ctl.last_command if ctl.last_command is not None else np.zeros(2), t)
+        trace.append((t, ctl.tick(t)))
+    assert ctl.fault == c.ESTOP_HEARTBEAT
+    assert trace[25][1].mode == c.MODE_TRACKING
+    assert trace[-1][1].mode == c.MODE_FAULT
+
+
+def test_monitored_standstill_latches_on_drift():
+    ctl = c.SafetyController(_cfg(standstill_tolerance_rad=0.05, standstill_settle_s=0.1))
+    ctl.on_state(np.zeros(2), 0.0)
+    for k in range(30):
+        ctl.on_state(np.zeros(2), k * 0.01)
+        ctl.tick(k * 0.01)
+    assert ctl.fault is None
+    ctl.on_state(np.array([0.0, 0.2]), 0.3)    # pushed away while holding
+    r = ctl.tick(0.3)
+    assert ctl.fault == c.STANDSTILL and r.mode == c.MODE_FAULT
+    assert r.interventions[-1].joint == 'j2'
+
+
+def test_repeated_interventions_escalate_to_a_latched_stop():
+    ctl = c.SafetyController(_cfg(escalation_max_interventions=5, escalation_window_s=1.0,
+                                  command_timeout_s=5.0))
+    ctl.on_state(np.zeros(2), 0.0)
+    ctl.tick(0.0)
+    for k in range(6):
+        with pytest.raises(c.ChunkError):
+            ctl.on_chunk(['j1', 'nope'], 0.0, [0.1], [[0.0, 0.0]], now_s=0.01 * k)
+    assert ctl.fault == c.ESCALATION
+
+
+def test_disabling_stops_first_then_closes_and_enabling_starts_from_measured():
+    ctl = c.SafetyController(_cfg(command_timeout_s=5.0))
+    trace = _moving(ctl, 0.4)
+    ctl.set_enabled(False)
+    trace += run(ctl, 0.4, 1.0)
+    _check_limits([x for x in trace if x[1].command is not None])
+    assert trace[-1][1].mode == c.MODE_DISABLED and not ctl.enabled
+    with pytest.raises(c.ChunkError) as info:
+        ctl.on_chunk(*chunk(stamp=1.0), now_s=1.0)
+    assert info.value.reason == c.CHUNK_DISABLED
+    ctl.set_enabled(True)
+    ctl.on_state(np.array([0.5, -0.5]), 1.0)
+    np.testing.assert_array_equal(ctl.tick(1.0).command, [0.5, -0.5])
+
+
+def test_chunk_start_far_from_measured_is_rejected():
+    ctl = c.SafetyController(_cfg(max_start_distance_rad=0.2))
+    ctl.on_state(np.zeros(2), 0.0)
+    with pytest.raises(c.ChunkError) as info:
+        ctl.on_chunk(NAMES, 0.0, [0.1, 0.2], [[0.5, 0.0], [0.6, 0.0]], now_s=0.0)
+    assert info.value.reason == c.CHUNK_START_FAR and 'j1' in str(info.value)
+
+
+@pytest.mark.parametrize('policy', ['reject', 'clamp'])
+def test_chunk_points_outside_limits(policy):
+    ctl = c.SafetyController(_cfg(chunk_limit_policy=policy))
+    ctl.on_state(np.zeros(2), 0.0)
+    pts = [[0.1, 0.0], [1.5, 0.0]]
+    if policy == 'reject':
+        with pytest.raises(c.ChunkError) as info:
+            ctl.on_chunk(NAMES, 0.0, [0.1, 0.2], pts, now_s=0.0)
+        assert info.value.reason == c.CHUNK_LIMITS
+    else:
+        ch = ctl.on_chunk(NAMES, 0.0, [0.1, 0.2], pts, now_s=0.0)
+        assert ch.positions[:, 0].max() == pytest.approx(1.0)
+
+
+def test_clock_jumps_never_widen_the_window():
+    ctl = c.SafetyController(_cfg(command_timeout_s=5.0, state_timeout_s=50.0))
+    _moving(ctl, 0.3)
+    before = ctl.last_command
+    ctl.on_state(before, 10.0)
+    r = ctl.tick(10.0)      # +9.7 s: dt capped at one period, chunk long gone -> stop
+    assert np.all(np.abs(r.command - before) <= DYN.max_velocity * 0.01 + 1e-9)
+    r2 = ctl.tick(5.0)      # backwards: one repeated command
+    np.testing.assert_array_equal(r2.command, r.command)
+
+
+def test_chunk_exhausted_stops():
+    ctl = c.SafetyController(_cfg(command_timeout_s=5.0))
+    ctl.on_state(np.zeros(2), 0.0)
+    ctl.on_chunk(NAMES, 0.0, [0.05, 0.1], [[0.01, 0.01], [0.02, 0.02]], now_s=0.0)
+    trace = run(ctl, 0.0, 0.4)
+    assert ctl.counters.get(c.CHUNK_EXHAUSTED) == 1
+    assert trace[-1][1].mode == c.MODE_HOLDING

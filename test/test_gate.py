@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from wam_runtime.core.gate import (
-    gate_command, JointLimits, LimitsError, NON_FINITE, POSITION_LIMIT, VELOCITY_LIMIT)
+    ACCELERATION_LIMIT, gate_command, gate_step, GateState, JERK_LIMIT, JointLimits,
+    LimitsError, NON_FINITE, POSITION_LIMIT, VELOCITY_LIMIT, WORKSPACE_HOLD, WORKSPACE_LIMIT)
 
 NAMES = ('a', 'b', 'c')
 LIM = JointLimits.create(NAMES, [-1, -2, -3], [1, 2, 3], [1.0, 2.0, 0.5])
@@ -40,10 +41,10 @@ def test_velocity_scaling_keeps_direction():
     prev = np.zeros(3)
     req = np.array([0.5, 0.5, 0.0])
     res = gate_command(req, prev, LIM, DT, DT)
-    # joint a is the binding one: 1 rad/s * 0.01 s
+    # joint a is the binding one: 1 rad/s * 0.01 s, and b moves as far, not its own 0.02
     np.testing.assert_allclose(res.command, [0.01, 0.01, 0.0])
-    assert res.interventions[-1].reason == VELOCITY_LIMIT
-    assert res.interventions[-1].joint == 'a'
+    assert [(i.reason, i.joint) for i in res.interventions] == [
+        (VELOCITY_LIMIT, 'a'), (VELOCITY_LIMIT, 'b')]
 
 
 @pytest.mark.parametrize('dt', [0.0, -0.5, float('nan'), float('-inf')])
@@ -153,3 +154,131 @@ def test_adversarial_sequences_stay_bounded(lim, seq):
         assert np.all(out >= lim.lower - 1e-9) and np.all(out <= lim.upper + 1e-9)
         assert np.all(np.abs(out - prev) <= lim.max_velocity * DT + 1e-9)
         prev = out
+
+
+# ------------------------------------------------------------------ acceleration and jerk
+
+DYN = JointLimits.create(NAMES, [-1, -2, -3], [1, 2, 3], [1.0, 2.0, 0.5], [5.0, 8.0, 2.0],
+                         [100.0, 200.0, 50.0])
+
+
+def _run(lim, targets, dt=DT, start=None, scaling='uniform', margin=0.0, ok=None):
+    """Gate a sequence; return positions (with the start) and the results."""
+    state = GateState.at_rest(np.zeros(len(lim.joint_names)) if start is None else start)
+    pos, results = [state.position.copy()], []
+    for r in targets:
+        res = gate_step(r, state, lim, dt, dt, margin, scaling, ok)
+        state = res.state
+        pos.append(res.command)
+        results.append(res)
+    return np.array(pos), results
+
+
+def _derivs(pos, dt=DT):
+    v = np.diff(pos, axis=0) / dt
+    a = np.diff(v, axis=0) / dt
+    j = np.diff(a, axis=0) / dt
+    return v, a, j
+
+
+def test_acceleration_and_jerk_ramp_up_from_rest():
+    pos, results = _run(DYN, [np.array([0.9, 1.9, 2.9])] * 60)
+    v, a, j = _derivs(pos)
+    assert np.all(np.abs(a) <= DYN.max_acceleration + 1e-6)
+    assert np.all(np.abs(j) <= DYN.max_jerk + 1e-6)
+    assert results[0].interventions[0].reason in (JERK_LIMIT, ACCELERATION_LIMIT)
+    assert pos[-1][2] > pos[1][2] > 0
+
+
+def test_controlled_stop_from_full_speed_decelerates_within_limits():
+    lim = DYN
+    pos, _ = _run(lim, [np.array([0.95, 1.95, 2.95])] * 80)
+    state_pos = pos[-1]
+    # now hold: target = current position, per joint (what the controller's stop does)
+    v_state = (pos[-1] - pos[-2]) / DT
+    assert np.abs(v_state).max() > 0.1
+    state = GateState(pos[-1], v_state, (v_state - (pos[-2] - pos[-3]) / DT) / DT)
+    seq = [state_pos]
+    for _ in range(200):
+        res = gate_step(state.position, state, lim, DT, DT, 0.0, 'per_joint')
+        state = res.state
+        seq.append(res.command)
+    full = np.vstack([pos[:-1], np.array(seq)])
+    v, a, j = _derivs(full)
+    assert np.all(np.abs(a) <= lim.max_acceleration + 1e-6)
+    assert np.abs(v[-5:]).max() < 1e-9                  # it came to rest
+    assert np.all(full <= lim.upper + 1e-12)
+
+
+@st.composite
+def dyn_limit_sets(draw):
+    n = draw(st.integers(1, 7))
+    lo = np.array(draw(st.lists(st.floats(-3, 0), min_size=n, max_size=n)))
+    span = np.array(draw(st.lists(st.floats(0.05, 4), min_size=n, max_size=n)))
+    vmax = np.array(draw(st.lists(st.floats(0.05, 5), min_size=n, max_size=n)))
+    amax = np.array(draw(st.lists(st.floats(0.5, 50), min_size=n, max_size=n)))
+    jmax = np.array(draw(st.lists(st.floats(10, 2000), min_size=n, max_size=n)))
+    return JointLimits.create([f'j{i}' for i in range(n)], lo, lo + span, vmax, amax, jmax)
+
+
+@settings(max_examples=150, deadline=None)
+@given(dyn_limit_sets(), st.data())
+def test_random_and_adversarial_sequences_respect_every_limit(lim, data):
+    """From rest inside the limits, any request sequence stays inside all limits."""
+    n = len(lim.joint_names)
+    u = np.array(data.draw(st.lists(st.floats(0, 1), min_size=n, max_size=n)))
+    start = lim.lower + u * (lim.upper - lim.lower)
+    steps = data.draw(st.integers(5, 120))
+    targets = []
+    for _ in range(steps):
+        kind = data.draw(st.sampled_from(['far', 'limit', 'wild', 'hold']))
+        if kind == 'far':
+            t = np.array(data.draw(st.lists(st.floats(-10, 10), min_size=n, max_size=n)))
+        elif kind == 'limit':
+            t = np.where(data.draw(st.booleans()), lim.upper + 1, lim.lower - 1)
+        elif kind == 'wild':
+            t = np.array(data.draw(st.lists(anything, min_size=n, max_size=n)))
+        else:
+            t = targets[-1] if targets else start
+        targets.append(np.broadcast_to(t, (n,)).astype(float))
+    scaling = data.draw(st.sampled_from(['uniform', 'per_joint']))
+    pos, _ = _run(lim, targets, start=start, scaling=scaling)
+    assert np.isfinite(pos).all()
+    assert np.all(pos >= lim.lower - 1e-9) and np.all(pos <= lim.upper + 1e-9)
+    v, a, j = _derivs(pos)
+    assert np.all(np.abs(v) <= lim.max_velocity * (1 + 1e-6) + 1e-9)
+    assert np.all(np.abs(a) <= lim.max_acceleration * (1 + 1e-6) + 1e-6)
+    assert np.all(np.abs(j) <= lim.max_jerk * (1 + 1e-6) + 1e-3)
+
+
+@settings(max_examples=100, deadline=None)
+@given(dyn_limit_sets(), st.data())
+def test_in_window_requests_pass_and_regating_is_idempotent(lim, data):
+    n = len(lim.joint_names)
+    pos, results = _run(lim, [lim.upper + 1.0] * data.draw(st.integers(1, 30)),
+                        start=(lim.lower + lim.upper) / 2)
+    state = results[-1].state
+    req = np.array(data.draw(st.lists(st.floats(-5, 5), min_size=n, max_size=n)))
+    once = gate_step(req, state, lim, DT, DT)
+    twice = gate_step(once.command, state, lim, DT, DT)
+    np.testing.assert_array_equal(twice.command, once.command)
+    assert twice.interventions == []
+
+
+# ------------------------------------------------------------------ workspace hook
+
+def test_workspace_guard_retreats_along_the_path_or_holds():
+    lim = JointLimits.create(NAMES, [-1] * 3, [1] * 3, [10.0] * 3)
+
+    def ok(q, prev, dt):
+        return q[0] <= 0.05        # a wall at x = 0.05 for joint a
+
+    res = gate_step(np.array([0.08, 0.08, 0.0]), GateState.at_rest(np.zeros(3)), lim, DT, DT,
+                    workspace_ok=ok)
+    assert res.command[0] == pytest.approx(0.05, abs=1e-3)
+    assert res.command[1] == pytest.approx(res.command[0])   # same path, scaled
+    assert res.interventions[-1].reason == WORKSPACE_LIMIT
+    res = gate_step(np.array([0.09, 0.0, 0.0]), GateState.at_rest(np.array([0.06, 0, 0])),
+                    lim, DT, DT, workspace_ok=ok)
+    np.testing.assert_array_equal(res.command, [0.06, 0, 0])
+    assert res.interventions[-1].reason == WORKSPACE_HOLD

@@ -14,14 +14,21 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 METADATA_KEY = 'wam_runtime.contract'
 FORMAT_VERSION = 1
 
-IMAGE_ENCODINGS = ('rgb8', 'bgr8', 'mono8')
+COLOUR_ENCODINGS = ('rgb8', 'bgr8')
+# Depth: 16UC1 and mono16 hold raw units (``depth_scale`` metres each), 32FC1 holds metres.
+DEPTH_ENCODINGS = ('16UC1', 'mono16', '32FC1')
+IMAGE_ENCODINGS = COLOUR_ENCODINGS + ('mono8',) + DEPTH_ENCODINGS
 LAYOUTS = ('NCHW', 'NHWC')
 TENSOR_DTYPES = ('float32', 'float16', 'uint8')
 RESIZE_MODES = ('stretch', 'pad')
+# auto: INTER_AREA when shrinking, INTER_LINEAR when enlarging; nearest for depth.
+INTERPOLATIONS = ('auto', 'nearest', 'linear', 'area')
 ACTION_MODES = ('absolute', 'delta')
 
 # ONNX Runtime type strings for the tensor dtypes a contract may declare.
 ORT_TYPES = {'float32': 'tensor(float)', 'float16': 'tensor(float16)', 'uint8': 'tensor(uint8)'}
+# Float tensors the runtime reads and writes (state input, action and world-model outputs).
+FLOAT_TYPES = ('tensor(float)', 'tensor(float16)')
 
 
 class ContractError(ValueError):
@@ -35,7 +42,12 @@ class ContractError(ValueError):
 
 @dataclass(frozen=True)
 class CameraSpec:
-    """One camera input: how a frame becomes the tensor the model expects."""
+    """One camera input: how a frame becomes the tensor the model expects.
+
+    ``encoding`` is what the model was trained on: a colour order (rgb8, bgr8), luma (mono8)
+    or depth (16UC1 / mono16 in units of ``depth_scale`` metres, 32FC1 in metres). ``crop``
+    is ``(x, y, width, height)`` in source pixels, applied before resizing.
+    """
 
     name: str
     input: str  # noqa: A003 - the contract field name
@@ -48,11 +60,19 @@ class CameraSpec:
     scale: float = 1.0 / 255.0
     mean: Tuple[float, ...] = (0.0, 0.0, 0.0)
     std: Tuple[float, ...] = (1.0, 1.0, 1.0)
+    crop: Optional[Tuple[int, int, int, int]] = None
+    interpolation: str = 'auto'
+    depth_scale: float = 0.001
+
+    @property
+    def is_depth(self) -> bool:
+        """True for a depth camera (16UC1, mono16 or 32FC1)."""
+        return self.encoding in DEPTH_ENCODINGS
 
     @property
     def channels(self) -> int:
-        """Channels of the model input (1 for mono8, else 3)."""
-        return 1 if self.encoding == 'mono8' else 3
+        """Channels of the model input (1 for mono8 and depth, else 3)."""
+        return 3 if self.encoding in COLOUR_ENCODINGS else 1
 
     def tensor_shape(self) -> Tuple[int, int, int, int]:
         """Shape of the batched input tensor."""
@@ -203,10 +223,29 @@ def _names(value: Any, path: str) -> Tuple[str, ...]:
 
 # --------------------------------------------------------------------------- parsing
 
+def _crop(value: Any, path: str) -> Optional[Tuple[int, int, int, int]]:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        raise ContractError(path, f'expected [x, y, width, height], got {value!r}')
+    out = []
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if i >= 2 else 0):
+            raise ContractError(f'{path}[{i}]', f'expected an integer >= {1 if i >= 2 else 0}, '
+                                                f'got {v!r}')
+        out.append(v)
+    return tuple(out)
+
+
 def _parse_camera(d: Any, path: str) -> CameraSpec:
     d = _mapping(d, path)
     encoding = _str(_get(d, 'encoding', path, 'rgb8'), f'{path}.encoding', IMAGE_ENCODINGS)
-    channels = 1 if encoding == 'mono8' else 3
+    channels = 3 if encoding in COLOUR_ENCODINGS else 1
+    depth = encoding in DEPTH_ENCODINGS
+    dtype = _str(_get(d, 'dtype', path, 'float32'), f'{path}.dtype', TENSOR_DTYPES)
+    if depth and dtype == 'uint8':
+        raise ContractError(f'{path}.dtype', f'a depth camera ({encoding}) needs a float '
+                                             'tensor (float32 or float16)')
     return CameraSpec(
         name=_str(_get(d, 'name', path), f'{path}.name'),
         input=_str(_get(d, 'input', path), f'{path}.input'),
@@ -214,11 +253,16 @@ def _parse_camera(d: Any, path: str) -> CameraSpec:
         width=_pos_int(_get(d, 'width', path), f'{path}.width'),
         encoding=encoding,
         layout=_str(_get(d, 'layout', path, 'NCHW'), f'{path}.layout', LAYOUTS),
-        dtype=_str(_get(d, 'dtype', path, 'float32'), f'{path}.dtype', TENSOR_DTYPES),
+        dtype=dtype,
         resize=_str(_get(d, 'resize', path, 'stretch'), f'{path}.resize', RESIZE_MODES),
-        scale=_pos_float(_get(d, 'scale', path, 1.0 / 255.0), f'{path}.scale'),
+        scale=_pos_float(_get(d, 'scale', path, 1.0 if depth else 1.0 / 255.0),
+                         f'{path}.scale'),
         mean=_floats(_get(d, 'mean', path, [0.0] * channels), f'{path}.mean', channels),
         std=_floats(_get(d, 'std', path, [1.0] * channels), f'{path}.std', channels, True),
+        crop=_crop(_get(d, 'crop', path, None), f'{path}.crop'),
+        interpolation=_str(_get(d, 'interpolation', path, 'auto'), f'{path}.interpolation',
+                           INTERPOLATIONS),
+        depth_scale=_pos_float(_get(d, 'depth_scale', path, 0.001), f'{path}.depth_scale'),
     )
 
 
@@ -309,7 +353,8 @@ def parse_contract(data: Any) -> ModelContract:
 _OVERRIDABLE = {
     'action': ('dt_s', 'mode', 'mean', 'std'),
     'state': ('mean', 'std'),
-    'camera': ('encoding', 'resize', 'scale', 'mean', 'std'),
+    'camera': ('encoding', 'resize', 'scale', 'mean', 'std', 'crop', 'interpolation',
+               'depth_scale'),
 }
 
 
@@ -386,9 +431,9 @@ def validate_against_io(contract: ModelContract,
         raise ContractError('contract.state.input', f'the model has no input {st.input!r} '
                                                     f'(inputs: {sorted(inputs)})')
     shape, typ = inputs[st.input]
-    if typ != 'tensor(float)':
+    if typ not in FLOAT_TYPES:
         raise ContractError('contract.state.input', f'input {st.input!r} is {typ}, expected '
-                                                    'tensor(float)')
+                                                    'tensor(float) or tensor(float16)')
     _check_shape(shape, (1, len(st.joint_names)), 'contract.state.joint_names',
                  f'input {st.input!r}')
     fed.add(st.input)
@@ -401,9 +446,10 @@ def validate_against_io(contract: ModelContract,
         raise ContractError('contract.action.output', f'the model has no output {act.output!r} '
                                                       f'(outputs: {sorted(outputs)})')
     shape, typ = outputs[act.output]
-    if typ != 'tensor(float)':
+    if typ not in FLOAT_TYPES:
         raise ContractError('contract.action.output', f'output {act.output!r} is {typ}, '
-                                                      'expected tensor(float)')
+                                                      'expected tensor(float) or '
+                                                      'tensor(float16)')
     _check_shape(shape, (1, act.horizon, len(act.joint_names)),
                  'contract.action.horizon/joint_names', f'output {act.output!r}')
     wm = contract.world_model
@@ -415,7 +461,11 @@ def validate_against_io(contract: ModelContract,
                 raise ContractError(f'contract.world_model.{key}',
                                     f'the model has no output {name!r} '
                                     f'(outputs: {sorted(outputs)})')
-            shape = outputs[name][0]
+            shape, typ = outputs[name]
+            if typ not in FLOAT_TYPES:
+                raise ContractError(f'contract.world_model.{key}',
+                                    f'output {name!r} is {typ}, expected tensor(float) or '
+                                    'tensor(float16)')
             if len(shape) != 2:
                 raise ContractError(f'contract.world_model.{key}',
                                     f'output {name!r} has shape {list(shape)}, expected [1, E]')

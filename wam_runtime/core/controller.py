@@ -1,17 +1,27 @@
-"""The safety controller's logic: chunk intake, time-based sampling, watchdogs, the gate.
+"""The safety controller's logic: chunk intake, time-based sampling, watchdogs, stops, gate.
 
-``SafetyController`` is driven by three calls: ``on_state`` (measured joint positions),
-``on_chunk`` (an action chunk from the policy) and ``tick`` (once per control period). It
-fails closed: until it has a measured state it commands nothing; without a fresh valid
-chunk, or with a stale state, it holds the last command it published.
+``SafetyController`` is driven by ``on_state`` (measured joint positions), ``on_chunk`` (an
+action chunk), ``on_estop`` and ``tick`` (once per control period). It fails closed:
+
+- disabled, it commands nothing; enabled, it starts from the measured position;
+- before the first measured state it commands nothing;
+- without a valid chunk for ``command_timeout_s``, at the end of the chunk's coverage, or
+  without joint states for ``state_timeout_s``, it makes a controlled stop (decelerates
+  within the limits) and holds;
+- an e-stop, a measured drift while holding (monitored standstill) or too many
+  interventions within a window latch a fault: it stops and holds until the cause is gone
+  and ``reset`` is called.
+
+Every command leaves through ``gate_step``.
 """
 
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wam_runtime.core.gate import gate_command, Intervention, JointLimits
+from wam_runtime.core.gate import gate_step, GateState, Intervention, JointLimits
 
 # Chunk rejection reasons.
 CHUNK_NON_FINITE = 'chunk_non_finite'
@@ -22,14 +32,27 @@ CHUNK_STALE = 'chunk_stale'
 CHUNK_FUTURE = 'chunk_future_stamp'
 CHUNK_EMPTY = 'chunk_empty'
 CHUNK_DISABLED = 'chunk_while_disabled'
-# Watchdog reasons.
+CHUNK_START_FAR = 'chunk_start_too_far'
+CHUNK_LIMITS = 'chunk_outside_limits'
+CHUNK_WORKSPACE = 'chunk_outside_workspace'
+# Watchdogs, stops and faults.
 COMMAND_TIMEOUT = 'command_timeout'
+CHUNK_EXHAUSTED = 'chunk_exhausted'
 STATE_TIMEOUT = 'state_timeout'
+ESTOP = 'estop'
+ESTOP_HEARTBEAT = 'estop_heartbeat_lost'
+STANDSTILL = 'standstill_drift'
+ESCALATION = 'intervention_escalation'
+DISABLING = 'disabling'
 
 MODE_DISABLED = 'disabled'
 MODE_WAITING = 'waiting_for_state'
 MODE_TRACKING = 'tracking'
+MODE_STOPPING = 'stopping'
 MODE_HOLDING = 'holding'
+MODE_FAULT = 'fault'
+
+LATCHING = (ESTOP, ESTOP_HEARTBEAT, STANDSTILL, ESCALATION)
 
 
 class ChunkError(ValueError):
@@ -105,6 +128,17 @@ class ControllerConfig:
     state_timeout_s: float = 0.5
     max_chunk_age_s: float = 1.0
     position_margin_rad: float = 0.0
+    scaling: str = 'uniform'
+    max_start_distance_rad: float = float('inf')
+    chunk_limit_policy: str = 'reject'          # or 'clamp'
+    standstill_tolerance_rad: float = float('inf')
+    standstill_settle_s: float = 0.5
+    escalation_max_interventions: int = 0       # 0 = never escalate
+    escalation_window_s: float = 1.0
+    estop_timeout_s: float = 0.0                # > 0: heartbeat mode
+    # Optional Cartesian guard: ok(candidate, previous, dt) and a per-point check.
+    workspace_ok: Optional[Callable[[np.ndarray, np.ndarray, float], bool]] = None
+    point_in_workspace: Optional[Callable[[np.ndarray], bool]] = None
 
 
 @dataclass
@@ -115,6 +149,7 @@ class TickResult:
     mode: str
     interventions: List[Intervention] = field(default_factory=list)
     chunk_latency_s: Optional[float] = None   # set on the first tick that uses a new chunk
+    chunk_stamp_s: Optional[float] = None
 
 
 class SafetyController:
@@ -129,12 +164,20 @@ class SafetyController:
         self._state_time = -np.inf
         self._chunk: Optional[Chunk] = None
         self._chunk_time = -np.inf
-        self._last_cmd: Optional[np.ndarray] = None
+        self._gate: Optional[GateState] = None
         self._last_tick: Optional[float] = None
         self._new_chunk = False
-        self._watchdog: Optional[str] = None
+        self._stop_reason: Optional[str] = None
+        self._hold_since: Optional[float] = None
+        self._fault: Optional[str] = None
+        self._estop_pressed = False
+        self._estop_time: Optional[float] = None
+        self._recent: Deque[float] = deque()
+        self._disable_requested = False
+        self.speed_scale = 1.0
         self.counters: Dict[str, int] = {}
 
+    # ------------------------------------------------------------------ bookkeeping
     def count(self, reason: str, n: int = 1) -> None:
         """Add ``n`` to the counter for ``reason``."""
         self.counters[reason] = self.counters.get(reason, 0) + n
@@ -142,41 +185,88 @@ class SafetyController:
     @property
     def last_command(self) -> Optional[np.ndarray]:
         """The last command published (None before the first)."""
-        return None if self._last_cmd is None else self._last_cmd.copy()
+        return None if self._gate is None else self._gate.position.copy()
 
+    @property
+    def gate_state(self) -> Optional[GateState]:
+        """Position, velocity and acceleration of the command stream."""
+        return self._gate
+
+    @property
+    def fault(self) -> Optional[str]:
+        """The latched fault, if any."""
+        return self._fault
+
+    @property
+    def stop_reason(self) -> Optional[str]:
+        """Why the controller is stopping or holding (None while tracking)."""
+        return self._stop_reason
+
+    # ------------------------------------------------------------------ inputs
     def set_enabled(self, enabled: bool) -> None:
         """Open or close the gate.
 
         Enabling starts from the measured position, never from an earlier target or chunk.
+        Disabling first makes a controlled stop; the gate closes once the arm holds.
         """
-        if enabled and not self.enabled:
-            self._last_cmd = None
-            self._chunk = None
-            self._watchdog = None
-            self._new_chunk = False
-        self.enabled = enabled
+        if enabled:
+            if not self.enabled or self._disable_requested:
+                self._gate = None
+                self._chunk = None
+                self._stop_reason = None
+                self._new_chunk = False
+                self._recent.clear()
+            self._disable_requested = False
+            self.enabled = True
+        elif self.enabled:
+            if self._gate is None:
+                self.enabled = False
+            else:
+                self._disable_requested = True
 
     def on_state(self, positions: np.ndarray, now_s: float) -> None:
         """Record measured positions in the controller's joint order."""
         self._state = np.asarray(positions, dtype=np.float64).copy()
         self._state_time = now_s
 
+    def on_estop(self, pressed: bool, now_s: float) -> None:
+        """Record an e-stop message; pressing latches a fault."""
+        self._estop_pressed = bool(pressed)
+        self._estop_time = now_s
+        if pressed:
+            self._latch(ESTOP)
+
+    def reset(self) -> Tuple[bool, str]:
+        """Clear a latched fault if its cause is gone; return (done, message)."""
+        if self._fault is None:
+            return True, 'no fault latched'
+        if self._estop_pressed:
+            return False, 'e-stop is still pressed'
+        if self._fault == ESTOP_HEARTBEAT and self._estop_time is None:
+            return False, 'no e-stop heartbeat received yet'
+        old, self._fault = self._fault, None
+        self._recent.clear()
+        self._chunk = None   # never resume a chunk from before the fault
+        return True, f'cleared {old}'
+
+    def _latch(self, reason: str) -> None:
+        if self._fault is None:
+            self._fault = reason
+            self.count(reason)
+
     def on_chunk(self, joint_names: Sequence[str], stamp_s: float,
                  time_from_start_s: Sequence[float], positions: Sequence[Sequence[float]],
                  now_s: float) -> Chunk:
         """Validate and adopt a chunk; raise ChunkError (and count it) on rejection."""
-        if not self.enabled:
+        if not self.enabled or self._disable_requested:
             raise ChunkError(CHUNK_DISABLED, 'the gate is disabled')
         try:
-            chunk = make_chunk(joint_names, stamp_s, time_from_start_s, positions,
-                               self.joint_names, now_s, self.config.max_chunk_age_s)
+            chunk = self._validate(joint_names, stamp_s, time_from_start_s, positions, now_s)
         except ChunkError as exc:
             self.count(exc.reason)
+            self._note_intervention(now_s)
             raise
-        if self._chunk is not None and chunk.stamp_s < self._chunk.stamp_s:
-            self.count(CHUNK_STALE)
-            raise ChunkError(CHUNK_STALE, 'older than the chunk being executed')
-        start = self._last_cmd if self._last_cmd is not None else self._state
+        start = self.last_command if self._gate is not None else self._state
         if start is not None and now_s < chunk.times_s[0]:
             # Blend in from where the command stream is now, instead of stepping to point 0.
             chunk = Chunk(chunk.stamp_s, np.concatenate(([now_s], chunk.times_s)),
@@ -186,6 +276,69 @@ class SafetyController:
         self._new_chunk = True
         return chunk
 
+    def _validate(self, joint_names, stamp_s, time_from_start_s, positions,
+                  now_s: float) -> Chunk:
+        cfg = self.config
+        chunk = make_chunk(joint_names, stamp_s, time_from_start_s, positions,
+                           self.joint_names, now_s, cfg.max_chunk_age_s)
+        if self._chunk is not None and chunk.stamp_s < self._chunk.stamp_s:
+            raise ChunkError(CHUNK_STALE, 'older than the chunk being executed')
+        if self._state is not None:
+            far = np.abs(chunk.positions[0] - self._state)
+            j = int(np.argmax(far))
+            if far[j] > cfg.max_start_distance_rad:
+                raise ChunkError(CHUNK_START_FAR,
+                                 f'first point is {far[j]:.3f} rad from the measured '
+                                 f'{self.joint_names[j]} (max {cfg.max_start_distance_rad})')
+        lim = cfg.limits
+        lo, hi = lim.lower + cfg.position_margin_rad, lim.upper - cfg.position_margin_rad
+        outside = (chunk.positions < lo) | (chunk.positions > hi)
+        positions_ = chunk.positions
+        if outside.any():
+            if cfg.chunk_limit_policy != 'clamp':
+                k, j = np.argwhere(outside)[0]
+                raise ChunkError(CHUNK_LIMITS, f'point {k} {self.joint_names[j]} = '
+                                               f'{positions_[k, j]:.4f} outside '
+                                               f'[{lo[j]:.4f}, {hi[j]:.4f}]')
+            positions_ = np.clip(positions_, lo, hi)
+        if cfg.point_in_workspace is not None:
+            bad = [k for k in range(len(positions_)) if not cfg.point_in_workspace(positions_[k])]
+            if bad:
+                if cfg.chunk_limit_policy != 'clamp' or bad[0] == 0:
+                    raise ChunkError(CHUNK_WORKSPACE, f'point {bad[0]} leaves the workspace')
+                return Chunk(chunk.stamp_s, chunk.times_s[:bad[0]], positions_[:bad[0]])
+        return Chunk(chunk.stamp_s, chunk.times_s, positions_)
+
+    def _note_intervention(self, now_s: float) -> None:
+        cfg = self.config
+        if cfg.escalation_max_interventions <= 0:
+            return
+        self._recent.append(now_s)
+        while self._recent and self._recent[0] < now_s - cfg.escalation_window_s:
+            self._recent.popleft()
+        if len(self._recent) > cfg.escalation_max_interventions:
+            self._latch(ESCALATION)
+
+    # ------------------------------------------------------------------ control tick
+    def _watchdogs(self, now_s: float) -> Optional[str]:
+        cfg = self.config
+        if cfg.estop_timeout_s > 0 and (self._estop_time is None
+                                        or now_s - self._estop_time > cfg.estop_timeout_s):
+            self._latch(ESTOP_HEARTBEAT)
+        if self._fault is not None:
+            return self._fault
+        if self._disable_requested:
+            return DISABLING
+        if now_s - self._state_time > cfg.state_timeout_s:
+            return STATE_TIMEOUT
+        if self._chunk is None:
+            return None
+        if now_s - self._chunk_time > cfg.command_timeout_s:
+            return COMMAND_TIMEOUT
+        if now_s > self._chunk.times_s[-1]:
+            return CHUNK_EXHAUSTED
+        return None
+
     def tick(self, now_s: float) -> TickResult:
         """Compute the command for this control period."""
         cfg = self.config
@@ -193,36 +346,75 @@ class SafetyController:
             return TickResult(None, MODE_DISABLED)
         if self._state is None:
             return TickResult(None, MODE_WAITING)
-        if self._last_cmd is None:
-            self._last_cmd = self._state.copy()
+        if self._gate is None:
+            self._gate = GateState.at_rest(self._state)
             self._last_tick = now_s - cfg.control_period_s
-        dt = now_s - self._last_tick
+        dt = now_s - self._last_tick      # <= 0 after a backward clock jump: one held tick
         self._last_tick = now_s
-        watchdog = None
-        if now_s - self._state_time > cfg.state_timeout_s:
-            watchdog = STATE_TIMEOUT
-        elif self._chunk is None or now_s - self._chunk_time > cfg.command_timeout_s:
-            watchdog = COMMAND_TIMEOUT if self._chunk is not None else None
+        stop = self._watchdogs(now_s)
         result = TickResult(None, MODE_TRACKING)
-        if watchdog is not None or self._chunk is None:
-            if watchdog is not None and watchdog != self._watchdog:
-                self.count(watchdog)
-                result.interventions.append(
-                    Intervention(watchdog, '', float('nan'), float('nan')))
-            self._watchdog = watchdog
-            requested = self._last_cmd
-            result.mode = MODE_HOLDING
+        if stop is None and self._chunk is None:
+            stop = ''          # nothing to track yet: hold quietly
+        if stop is not None:
+            if stop and stop != self._stop_reason and stop != DISABLING:
+                if stop not in LATCHING:
+                    self.count(stop)
+                result.interventions.append(Intervention(stop, '', float('nan'),
+                                                         float('nan')))
+            self._stop_reason = stop
+            requested = self._gate.position       # brake towards where we are
+            scaling = 'per_joint'
+            self._new_chunk = False
         else:
-            self._watchdog = None
+            self._stop_reason = None
+            self._hold_since = None
             requested = sample_chunk(self._chunk.times_s, self._chunk.positions, now_s)
-        gated = gate_command(requested, self._last_cmd, cfg.limits, dt, cfg.control_period_s,
-                             cfg.position_margin_rad)
+            if self.speed_scale < 1.0:
+                requested = self._gate.position + self.speed_scale * (
+                    requested - self._gate.position)
+            scaling = cfg.scaling
+        gated = gate_step(requested, self._gate, cfg.limits, dt, cfg.control_period_s,
+                          cfg.position_margin_rad, scaling, cfg.workspace_ok)
+        self._gate = gated.state
         for iv in gated.interventions:
             self.count(iv.reason)
+        if gated.interventions and stop is None:
+            self._note_intervention(now_s)
         result.interventions.extend(gated.interventions)
-        if self._new_chunk and result.mode == MODE_TRACKING:
-            result.chunk_latency_s = now_s - self._chunk.stamp_s
-            self._new_chunk = False
-        self._last_cmd = gated.command
         result.command = gated.command.copy()
+        if self._chunk is not None:
+            result.chunk_stamp_s = self._chunk.stamp_s
+        if stop is None:
+            if self._new_chunk:
+                result.chunk_latency_s = now_s - self._chunk.stamp_s
+                self._new_chunk = False
+            return result
+        moving = np.any(np.abs(self._gate.velocity) > 1e-9)
+        if moving:
+            result.mode = MODE_STOPPING
+            self._hold_since = None
+        else:
+            result.mode = MODE_HOLDING
+            self._monitor_standstill(now_s, result)
+        if self._fault is not None:
+            result.mode = MODE_FAULT
+        elif self._disable_requested and result.mode == MODE_HOLDING:
+            self._disable_requested = False
+            self.enabled = False
         return result
+
+    def _monitor_standstill(self, now_s: float, result: TickResult) -> None:
+        cfg = self.config
+        if self._hold_since is None:
+            self._hold_since = now_s
+            return
+        if now_s - self._hold_since < cfg.standstill_settle_s or \
+                now_s - self._state_time > cfg.state_timeout_s:
+            return
+        drift = np.abs(self._state - self._gate.position)
+        j = int(np.argmax(drift))
+        if drift[j] > cfg.standstill_tolerance_rad and self._fault is None:
+            self._latch(STANDSTILL)
+            result.interventions.append(Intervention(
+                STANDSTILL, self.joint_names[j], float(self._state[j]),
+                float(self._gate.position[j])))

@@ -1,20 +1,40 @@
 """The safety gate: a pure function from a requested command to an allowed one.
 
-Every outgoing command passes ``gate_command``. It never lets a non-finite value through
-(NaN fails every comparison, so min/max clamps would pass it: we test for it first), keeps
-positions inside the limits minus a margin, and bounds the step from the previous output by
-``max_velocity * dt`` with ``dt`` capped at the nominal control period, so a late tick or a
-clock jump never widens the window and ``dt <= 0`` holds still.
+Every outgoing command passes ``gate_step``. For each joint it computes the interval the
+next position may take given the previous outputs (position, velocity, acceleration) and
+the limits, in priority order: position limits (with margin) > braking distance to the
+position limits > velocity > acceleration > jerk. Then:
+
+- a request with any non-finite value is not a request: every joint holds (NaN fails every
+  comparison, so a min/max clamp would let it through; we test for it first);
+- ``uniform`` scaling (default) moves from the natural continuation of the current motion
+  towards the request as far as every joint's interval allows, so the direction of motion
+  in joint space is kept; ``per_joint`` clamps each joint on its own;
+- ``dt`` is capped at the nominal control period, so a late tick or a clock jump never
+  widens a window, and ``dt <= 0`` (or NaN) repeats the previous output with the motion
+  state unchanged.
+
+An optional workspace guard (``wam_runtime.core.workspace``) then checks Cartesian frames;
+a command that would leave the workspace is replaced by the farthest safe point on the same
+path, or a hold.
 """
 
 from dataclasses import dataclass, field
-from typing import List, Sequence, Tuple
+import math
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 NON_FINITE = 'non_finite'
 POSITION_LIMIT = 'position_limit'
+BRAKING_LIMIT = 'braking_distance'
 VELOCITY_LIMIT = 'velocity_limit'
+ACCELERATION_LIMIT = 'acceleration_limit'
+JERK_LIMIT = 'jerk_limit'
+WORKSPACE_LIMIT = 'workspace'
+WORKSPACE_HOLD = 'workspace_hold'
+
+SCALING_MODES = ('uniform', 'per_joint')
 
 
 class LimitsError(ValueError):
@@ -23,51 +43,90 @@ class LimitsError(ValueError):
 
 @dataclass(frozen=True)
 class JointLimits:
-    """Per-joint position and velocity limits, in the controller's joint order."""
+    """Per-joint limits in the controller's joint order (inf = not limited)."""
 
     joint_names: Tuple[str, ...]
     lower: np.ndarray
     upper: np.ndarray
     max_velocity: np.ndarray
+    max_acceleration: np.ndarray = None
+    max_jerk: np.ndarray = None
 
     @classmethod
     def create(cls, joint_names: Sequence[str], lower: Sequence[float],
-               upper: Sequence[float], max_velocity: Sequence[float]) -> 'JointLimits':
+               upper: Sequence[float], max_velocity: Sequence[float],
+               max_acceleration: Optional[Sequence[float]] = None,
+               max_jerk: Optional[Sequence[float]] = None) -> 'JointLimits':
         """Validate and build limits; raise LimitsError naming the field and joint."""
         names = tuple(joint_names)
         if not names:
             raise LimitsError('joint_names: empty')
         if len(set(names)) != len(names):
             raise LimitsError(f'joint_names: duplicates in {list(names)}')
+        n = len(names)
         arrays = {}
-        for key, values in (('lower_limits_rad', lower), ('upper_limits_rad', upper),
-                            ('max_velocity_rad_s', max_velocity)):
+        for key, values, finite in (
+                ('lower_limits_rad', lower, True), ('upper_limits_rad', upper, True),
+                ('max_velocity_rad_s', max_velocity, True),
+                ('max_acceleration_rad_s2', max_acceleration, False),
+                ('max_jerk_rad_s3', max_jerk, False)):
+            if values is None:
+                values = [math.inf] * n
             a = np.asarray(values, dtype=np.float64)
-            if a.shape != (len(names),):
-                raise LimitsError(f'{key}: expected {len(names)} values (one per joint in '
-                                  f'joint_names), got {len(a)}')
-            bad = np.flatnonzero(~np.isfinite(a))
+            if a.shape != (n,):
+                raise LimitsError(f'{key}: expected {n} values (one per joint in '
+                                  f'joint_names), got {a.size}')
+            bad = np.flatnonzero(np.isnan(a) | (np.isinf(a) if finite else False))
             if bad.size:
                 raise LimitsError(f'{key}: joint {names[bad[0]]!r} is not finite')
             arrays[key] = a
-        lo, hi, vmax = arrays['lower_limits_rad'], arrays['upper_limits_rad'], \
-            arrays['max_velocity_rad_s']
+        lo, hi = arrays['lower_limits_rad'], arrays['upper_limits_rad']
         bad = np.flatnonzero(lo >= hi)
         if bad.size:
             j = bad[0]
             raise LimitsError(f'lower_limits_rad/upper_limits_rad: joint {names[j]!r} has '
                               f'lower {lo[j]} >= upper {hi[j]}')
-        bad = np.flatnonzero(vmax <= 0)
-        if bad.size:
-            raise LimitsError(f'max_velocity_rad_s: joint {names[bad[0]]!r} must be > 0')
-        for a in (lo, hi, vmax):
+        for key in ('max_velocity_rad_s', 'max_acceleration_rad_s2', 'max_jerk_rad_s3'):
+            bad = np.flatnonzero(arrays[key] <= 0)
+            if bad.size:
+                raise LimitsError(f'{key}: joint {names[bad[0]]!r} must be > 0')
+        for a in arrays.values():
             a.setflags(write=False)
-        return cls(names, lo, hi, vmax)
+        return cls(names, lo, hi, arrays['max_velocity_rad_s'],
+                   arrays['max_acceleration_rad_s2'], arrays['max_jerk_rad_s3'])
+
+    def __post_init__(self) -> None:
+        """Fill unlimited acceleration and jerk when they were not given."""
+        for name in ('max_acceleration', 'max_jerk'):
+            if getattr(self, name) is None:
+                a = np.full(len(self.joint_names), math.inf)
+                a.setflags(write=False)
+                object.__setattr__(self, name, a)
+
+
+@dataclass(frozen=True)
+class GateState:
+    """The motion the gate has commanded so far: last position, velocity, acceleration."""
+
+    position: np.ndarray
+    velocity: np.ndarray
+    acceleration: np.ndarray
+
+    @classmethod
+    def at_rest(cls, position: Sequence[float]) -> 'GateState':
+        """Return a state holding still at ``position``."""
+        p = np.asarray(position, dtype=np.float64).copy()
+        return cls(p, np.zeros_like(p), np.zeros_like(p))
+
+    def advance(self, position: np.ndarray, dt: float) -> 'GateState':
+        """Return the state after commanding ``position`` ``dt`` seconds after this one."""
+        v = (position - self.position) / dt
+        return GateState(position.copy(), v, (v - self.velocity) / dt)
 
 
 @dataclass(frozen=True)
 class Intervention:
-    """One change the gate made: reason code, joint, requested and allowed value."""
+    """One change the gate made: reason code, joint or frame, requested and allowed value."""
 
     reason: str
     joint: str
@@ -77,55 +136,173 @@ class Intervention:
 
 @dataclass
 class GateResult:
-    """The allowed command and the interventions that produced it."""
+    """The allowed command, the interventions that produced it and the new state."""
 
     command: np.ndarray
     interventions: List[Intervention] = field(default_factory=list)
+    state: Optional[GateState] = None
 
 
-def gate_command(requested: np.ndarray, previous: np.ndarray, limits: JointLimits,
-                 dt_s: float, nominal_dt_s: float, margin_rad: float = 0.0) -> GateResult:
-    """Return the command closest to ``requested`` that the limits allow after ``previous``.
+def braking_speed(distance: np.ndarray, dt: float, max_acc: np.ndarray,
+                  max_jerk: np.ndarray) -> np.ndarray:
+    """Return the highest speed from which the joint can stop within ``distance``.
 
-    ``previous`` is the last command this gate published (or the measured position before
-    the first). Velocity limiting scales the whole step uniformly, so the direction of
-    motion in joint space is kept.
+    Conservative for discrete steps of ``dt``: one more step at that speed, then a
+    deceleration ramp that first has to turn the acceleration around under the jerk limit.
+    """
+    d = np.maximum(distance, 0.0)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        ramp = np.where(np.isfinite(max_jerk), 2.0 * max_acc / max_jerk, 0.0)
+        ramp = np.where(np.isfinite(max_acc), ramp, 0.0)
+        lead = dt + ramp
+        v = max_acc * (-lead + np.sqrt(lead * lead + 2.0 * d / max_acc))
+    return np.where(np.isfinite(max_acc), v, np.inf)
+
+
+def _ramp_down_cap(margin: np.ndarray, dt: float, max_jerk: np.ndarray) -> np.ndarray:
+    """Largest acceleration that a jerk-limited ramp can bring to 0 within ``margin`` of speed.
+
+    Conservative for steps of ``dt``: a * 2dt + a^2 / (2 j) <= margin.
+    """
+    m = np.maximum(margin, 0.0)
+    cap = max_jerk * (-2.0 * dt + np.sqrt(4.0 * dt * dt + 2.0 * m / max_jerk))
+    return np.where(np.isfinite(max_jerk), cap, np.inf)
+
+
+def next_position_bounds(state: GateState, limits: JointLimits, dt: float,
+                         margin_rad: float = 0.0) -> Tuple[np.ndarray, np.ndarray, dict]:
+    """Return (lo, hi, named) bounds of the next position for every joint.
+
+    ``named`` maps each reason code to the (lo, hi) box of that constraint alone, so the
+    binding constraint of a clamped joint can be reported.
+    """
+    p, v, a = state.position, state.velocity, state.acceleration
+    amax, jmax, vmax = limits.max_acceleration, limits.max_jerk, limits.max_velocity
+    pos_lo = limits.lower + margin_rad
+    pos_hi = limits.upper - margin_rad
+    # Speed ceilings: the velocity limit, and the speed from which the joint can still stop
+    # before its position limit.
+    vb_up = braking_speed(pos_hi - p, dt, amax, jmax)
+    vb_dn = braking_speed(p - pos_lo, dt, amax, jmax)
+    ceil_up = np.minimum(vmax, vb_up)
+    ceil_dn = np.minimum(vmax, vb_dn)
+    with np.errstate(invalid='ignore'):
+        a_lo = np.maximum(a - jmax * dt, -amax)
+        a_hi = np.minimum(a + jmax * dt, amax)
+        # Under a jerk limit the acceleration must be small enough to be ramped down before
+        # the velocity reaches its ceiling (the same idea as braking, one derivative up).
+        a_cap_up = _ramp_down_cap(ceil_up - v, dt, jmax)
+        a_cap_dn = _ramp_down_cap(ceil_dn + v, dt, jmax)
+    stuck = a_lo > a_hi                      # |a| beyond amax: take the nearest bound
+    a_lo = np.where(stuck, np.clip(a, -amax, amax), a_lo)
+    a_hi = np.where(stuck, a_lo, a_hi)
+    a_hi = np.maximum(np.minimum(a_hi, a_cap_up), a_lo)
+    a_lo = np.minimum(np.maximum(a_lo, -a_cap_dn), a_hi)
+    dyn_lo, dyn_hi = v + a_lo * dt, v + a_hi * dt          # reachable velocities
+    v_lo = np.maximum(dyn_lo, -ceil_dn)
+    v_hi = np.minimum(dyn_hi, ceil_up)
+    over = v_lo > v_hi                       # too fast: brake as hard as allowed
+    v_lo = np.where(over, np.where(dyn_lo > ceil_up, dyn_lo, dyn_hi), v_lo)
+    v_hi = np.where(over, v_lo, v_hi)
+    lo = np.clip(p + v_lo * dt, pos_lo, pos_hi)
+    hi = np.clip(p + v_hi * dt, pos_lo, pos_hi)
+    lo = np.minimum(lo, hi)
+    named = {
+        POSITION_LIMIT: (pos_lo, pos_hi),
+        BRAKING_LIMIT: (p - vb_dn * dt, p + vb_up * dt),
+        VELOCITY_LIMIT: (p - vmax * dt, p + vmax * dt),
+        ACCELERATION_LIMIT: (p + (v - amax * dt) * dt, p + (v + amax * dt) * dt),
+        JERK_LIMIT: (p + (v + (a - jmax * dt) * dt) * dt, p + (v + (a + jmax * dt) * dt) * dt),
+    }
+    return lo, hi, named
+
+
+def _binding_reason(j: int, requested: float, allowed: float, named: dict) -> str:
+    """Return the constraint whose bound on the clamped side is tightest."""
+    upper = requested > allowed
+    best, best_bound = VELOCITY_LIMIT, None
+    for reason in (POSITION_LIMIT, BRAKING_LIMIT, VELOCITY_LIMIT, ACCELERATION_LIMIT,
+                   JERK_LIMIT):
+        bound = named[reason][1 if upper else 0][j]
+        if best_bound is None or (bound < best_bound - 1e-12 if upper
+                                  else bound > best_bound + 1e-12):
+            best, best_bound = reason, bound
+    return best
+
+
+def gate_step(requested: Sequence[float], state: GateState, limits: JointLimits,
+              dt_s: float, nominal_dt_s: float, margin_rad: float = 0.0,
+              scaling: str = 'uniform',
+              workspace_ok: Optional[Callable[[np.ndarray, np.ndarray, float], bool]] = None
+              ) -> GateResult:
+    """Return the command closest to ``requested`` that the limits allow after ``state``.
+
+    ``workspace_ok(candidate, previous, dt)`` (optional) says whether a joint position is
+    inside the Cartesian workspace and speed limits.
     """
     req = np.asarray(requested, dtype=np.float64)
-    prev = np.asarray(previous, dtype=np.float64)
+    p = state.position
     names = limits.joint_names
-    out: List[Intervention] = []
-    if req.shape != prev.shape:
-        raise ValueError(f'requested has shape {req.shape}, previous {prev.shape}')
-    target = req.copy()
-    bad = ~np.isfinite(target)
-    if bad.any():
-        for j in np.flatnonzero(bad):
-            out.append(Intervention(NON_FINITE, names[j], float(req[j]), float(prev[j])))
-        # A request with any non-finite entry is not a request: hold every joint.
-        return GateResult(prev.copy(), out)
-    lo = limits.lower + margin_rad
-    hi = limits.upper - margin_rad
-    clipped = np.minimum(np.maximum(target, lo), hi)
-    for j in np.flatnonzero(clipped != target):
-        out.append(Intervention(POSITION_LIMIT, names[j], float(target[j]), float(clipped[j])))
-    target = clipped
+    if req.shape != p.shape:
+        raise ValueError(f'requested has shape {req.shape}, state {p.shape}')
     dt = float(dt_s)
-    # NaN, -0.0 and negative dt all mean "no time has passed": hold.
+    # NaN, -0.0 and negative dt all mean "no time has passed": repeat the last output.
     dt = min(dt, float(nominal_dt_s)) if dt > 0.0 else 0.0
-    max_step = limits.max_velocity * dt
-    step = target - prev
-    mag = np.abs(step)
-    over = mag > max_step
-    if over.any():
-        # Uniform scaling: the most constrained joint sets the factor for all of them.
-        factors = np.ones_like(mag)
-        factors[over] = max_step[over] / mag[over]
-        worst = int(np.argmin(factors))
-        allowed = prev + step * factors[worst]
-        # Guard against rounding pushing a joint past its own bound.
-        allowed = np.clip(allowed, prev - max_step, prev + max_step)
-        out.append(Intervention(VELOCITY_LIMIT, names[worst], float(target[worst]),
-                                float(allowed[worst])))
-        target = allowed
-    return GateResult(target, out)
+    bad = ~np.isfinite(req)
+    if bad.any() or dt == 0.0:
+        out = [Intervention(NON_FINITE, names[j], float(req[j]), float(p[j]))
+               for j in np.flatnonzero(bad)]
+        if dt > 0.0:
+            # Hold by braking within the limits, not by stopping dead.
+            result = gate_step(p, state, limits, dt, nominal_dt_s, margin_rad, 'per_joint',
+                               workspace_ok)
+            result.interventions[:0] = out
+            return result
+        return GateResult(p.copy(), out, state)
+    lo, hi, named = next_position_bounds(state, limits, dt, margin_rad)
+    inside = (req >= lo) & (req <= hi)
+    base = np.clip(p + state.velocity * dt, lo, hi)   # natural continuation of the motion
+    if inside.all():
+        cmd = req.copy()
+    elif scaling == 'per_joint':
+        cmd = np.clip(req, lo, hi)
+    else:
+        step = req - base
+        with np.errstate(divide='ignore', invalid='ignore'):
+            room = np.where(step > 0, (hi - base) / step,
+                            np.where(step < 0, (lo - base) / step, np.inf))
+        s = float(np.clip(np.min(room), 0.0, 1.0))
+        cmd = np.clip(base + s * step, lo, hi)
+    out = [Intervention(_binding_reason(j, req[j], cmd[j], named), names[j], float(req[j]),
+                        float(cmd[j])) for j in np.flatnonzero(~inside)]
+    if workspace_ok is not None and not workspace_ok(cmd, p, dt):
+        cmd, reason = _workspace_retreat(cmd, base, p, dt, workspace_ok)
+        out.append(Intervention(reason, '', float('nan'), float('nan')))
+    return GateResult(cmd, out, state.advance(cmd, dt))
+
+
+def _workspace_retreat(cmd: np.ndarray, base: np.ndarray, prev: np.ndarray, dt: float,
+                       ok: Callable[[np.ndarray, np.ndarray, float], bool]
+                       ) -> Tuple[np.ndarray, str]:
+    """Farthest point from ``base`` towards ``cmd`` that is safe, else a hold at ``prev``."""
+    if not ok(base, prev, dt):
+        return prev.copy(), WORKSPACE_HOLD
+    lo_s, hi_s = 0.0, 1.0
+    for _ in range(12):
+        mid = 0.5 * (lo_s + hi_s)
+        if ok(base + mid * (cmd - base), prev, dt):
+            lo_s = mid
+        else:
+            hi_s = mid
+    return base + lo_s * (cmd - base), WORKSPACE_LIMIT
+
+
+def gate_command(requested: Sequence[float], previous: Sequence[float], limits: JointLimits,
+                 dt_s: float, nominal_dt_s: float, margin_rad: float = 0.0) -> GateResult:
+    """Gate one command after a previous one at rest (position and velocity limits only).
+
+    Shorthand for ``gate_step`` with ``GateState.at_rest(previous)``; with finite
+    acceleration limits use ``gate_step`` and carry the state.
+    """
+    return gate_step(requested, GateState.at_rest(previous), limits, dt_s, nominal_dt_s,
+                     margin_rad)

@@ -1,0 +1,184 @@
+"""Cartesian workspace guard: monitored frames inside a box, outside keep-out volumes.
+
+Kinematics come from the URDF through Pinocchio (``pin``). ``WorkspaceGuard.ok`` is the
+predicate the gate calls on every candidate command; ``point_ok`` checks chunk points.
+"""
+
+from dataclasses import dataclass
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import pinocchio as pin
+
+from wam_runtime.core.gate import LimitsError
+
+
+@dataclass(frozen=True)
+class Box:
+    """Axis-aligned box ``[min, max]`` in the URDF base frame (m)."""
+
+    min: np.ndarray  # noqa: A003
+    max: np.ndarray  # noqa: A003
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        """Per point: inside (boundary included)."""
+        return np.all((points >= self.min) & (points <= self.max), axis=-1)
+
+
+@dataclass(frozen=True)
+class Sphere:
+    """A sphere in the URDF base frame (m)."""
+
+    center: np.ndarray
+    radius: float
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        """Per point: strictly inside."""
+        return np.linalg.norm(points - self.center, axis=-1) < self.radius
+
+
+@dataclass(frozen=True)
+class WorkspaceConfig:
+    """Which frames are monitored and where they may be."""
+
+    frames: Tuple[str, ...]
+    inside: Optional[Box] = None
+    keep_out_boxes: Tuple[Box, ...] = ()
+    keep_out_spheres: Tuple[Sphere, ...] = ()
+    ee_frame: Optional[str] = None
+    max_ee_speed_m_s: float = float('inf')
+
+    @classmethod
+    def from_params(cls, frames: Sequence[str], box: Sequence[float],
+                    keep_out_boxes: Sequence[float], keep_out_spheres: Sequence[float],
+                    ee_frame: str = '', max_ee_speed_m_s: float = 0.0) -> 'WorkspaceConfig':
+        """Build from flat ROS parameter arrays; raise LimitsError naming the parameter.
+
+        ``box``: [xmin, ymin, zmin, xmax, ymax, zmax] or empty; ``keep_out_boxes``: six
+        numbers per box; ``keep_out_spheres``: [x, y, z, radius] per sphere.
+        """
+        def boxes(values, key):
+            v = np.asarray(values, dtype=np.float64)
+            if v.size % 6:
+                raise LimitsError(f'{key}: six numbers per box (xmin ymin zmin xmax ymax '
+                                  f'zmax), got {v.size}')
+            out = []
+            for b in v.reshape(-1, 6):
+                if np.any(b[:3] >= b[3:]) or not np.isfinite(b).all():
+                    raise LimitsError(f'{key}: box {b.tolist()} has min >= max')
+                out.append(Box(b[:3], b[3:]))
+            return out
+
+        inside = boxes(box, 'workspace_box_m')
+        if len(inside) > 1:
+            raise LimitsError('workspace_box_m: one box (six numbers) or empty')
+        s = np.asarray(keep_out_spheres, dtype=np.float64)
+        if s.size % 4:
+            raise LimitsError(f'keep_out_spheres_m: four numbers per sphere, got {s.size}')
+        spheres = []
+        for row in s.reshape(-1, 4):
+            if row[3] <= 0 or not np.isfinite(row).all():
+                raise LimitsError(f'keep_out_spheres_m: sphere {row.tolist()} needs a '
+                                  'positive radius')
+            spheres.append(Sphere(row[:3], float(row[3])))
+        return cls(tuple(frames), inside[0] if inside else None,
+                   tuple(boxes(keep_out_boxes, 'keep_out_boxes_m')), tuple(spheres),
+                   ee_frame or None,
+                   float(max_ee_speed_m_s) if max_ee_speed_m_s > 0 else float('inf'))
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is monitored at all."""
+        return bool(self.frames) and (self.inside is not None or bool(self.keep_out_boxes)
+                                      or bool(self.keep_out_spheres)) \
+            or np.isfinite(self.max_ee_speed_m_s)
+
+
+class Kinematics:
+    """Forward kinematics of named frames from a URDF, in the controller's joint order."""
+
+    def __init__(self, urdf_text: str, joint_names: Sequence[str],
+                 frames: Sequence[str]) -> None:
+        """Build the Pinocchio model; raise LimitsError for unknown joints or frames."""
+        try:
+            self.model = pin.buildModelFromXML(urdf_text)
+        except Exception as exc:  # noqa: B902 - pinocchio raises untyped errors on bad XML
+            raise LimitsError(f'urdf: pinocchio cannot build a model ({exc})') from None
+        self.data = self.model.createData()
+        self._idx: List[int] = []
+        for name in joint_names:
+            if not self.model.existJointName(name):
+                raise LimitsError(f'joint_names: {name!r} is not a joint of the URDF')
+            joint = self.model.joints[self.model.getJointId(name)]
+            if joint.nq != 1:
+                raise LimitsError(f'joint_names: {name!r} has {joint.nq} position variables; '
+                                  'only revolute and prismatic joints are supported')
+            self._idx.append(joint.idx_q)
+        if self.model.nq != len(self._idx):
+            raise LimitsError(f'joint_names: the URDF has {self.model.nq} position variables, '
+                              f'joint_names lists {len(self._idx)}')
+        self._frames = []
+        for f in frames:
+            if not self.model.existFrame(f):
+                raise LimitsError(f'workspace_frames: {f!r} is not a frame of the URDF')
+            self._frames.append(self.model.getFrameId(f))
+        self.frame_names = tuple(frames)
+        self._q = pin.neutral(self.model)
+
+    def positions(self, q: Sequence[float]) -> np.ndarray:
+        """Return the (F, 3) positions of the monitored frames at joint positions ``q``."""
+        self._q[self._idx] = q
+        pin.framesForwardKinematics(self.model, self.data, self._q)
+        return np.array([self.data.oMf[f].translation for f in self._frames])
+
+
+class WorkspaceGuard:
+    """The Cartesian checks the gate and the chunk validation call."""
+
+    def __init__(self, urdf_text: str, joint_names: Sequence[str],
+                 config: WorkspaceConfig) -> None:
+        """Prepare kinematics for the monitored frames (and the end effector)."""
+        frames = list(config.frames)
+        if config.ee_frame and config.ee_frame not in frames:
+            frames.append(config.ee_frame)
+        self.config = config
+        self.kin = Kinematics(urdf_text, joint_names, frames)
+        self._ee = frames.index(config.ee_frame) if config.ee_frame else None
+        self.last_violation: Optional[Tuple[str, str]] = None
+
+    def point_ok(self, q: np.ndarray) -> bool:
+        """Whether every monitored frame is inside the box and outside the keep-outs."""
+        pts = self.kin.positions(q)
+        cfg = self.config
+        mon = pts[:len(cfg.frames)]
+        bad = np.zeros(len(mon), bool)
+        if cfg.inside is not None:
+            bad |= ~cfg.inside.contains(mon)
+        for vol in cfg.keep_out_boxes + cfg.keep_out_spheres:
+            bad |= vol.contains(mon)
+        if bad.any():
+            self.last_violation = (cfg.frames[int(np.argmax(bad))], 'outside workspace')
+            return False
+        return True
+
+    def ok(self, q: np.ndarray, previous: np.ndarray, dt: float) -> bool:
+        """Whether ``q`` is in the workspace and the end effector is not too fast."""
+        if not self.point_ok(q):
+            return False
+        if self._ee is not None and np.isfinite(self.config.max_ee_speed_m_s) and dt > 0:
+            a = self.kin.positions(q)[self._ee]
+            b = self.kin.positions(previous)[self._ee]
+            if np.linalg.norm(a - b) / dt > self.config.max_ee_speed_m_s + 1e-9:
+                self.last_violation = (self.config.ee_frame, 'end-effector speed')
+                return False
+        return True
+
+
+def workspace_from_params(urdf_text: str, joint_names: Sequence[str],
+                          params: Mapping[str, Any]) -> Optional[WorkspaceGuard]:
+    """Build a guard from node parameters, or None when nothing is monitored."""
+    cfg = WorkspaceConfig.from_params(
+        params.get('workspace_frames') or [], params.get('workspace_box_m') or [],
+        params.get('keep_out_boxes_m') or [], params.get('keep_out_spheres_m') or [],
+        params.get('ee_frame') or '', params.get('max_ee_speed_m_s') or 0.0)
+    return WorkspaceGuard(urdf_text, joint_names, cfg) if cfg.active else None
