@@ -160,7 +160,7 @@ def _startup(module, env, params, tmp_path, name):
 
 
 SAFE_OK = {k: SAFETY[k] for k in ('joint_names', 'lower_limits_rad', 'upper_limits_rad',
-                                  'max_velocity_rad_s')}
+                                  'max_velocity_rad_s', 'autostart')}
 
 
 @pytest.mark.parametrize('case', ['missing', 'corrupt', 'no_contract', 'mismatch',

@@ -266,10 +266,14 @@ class SafetyController:
             self.count(exc.reason)
             self._note_intervention(now_s)
             raise
-        start = self.last_command if self._gate is not None else self._state
-        if start is not None and now_s < chunk.times_s[0]:
-            # Blend in from where the command stream is now, instead of stepping to point 0.
-            chunk = Chunk(chunk.stamp_s, np.concatenate(([now_s], chunk.times_s)),
+        if self._gate is not None:
+            start, t_start = self._gate.position, self._last_tick
+        else:
+            start, t_start = self._state, now_s
+        if start is not None and t_start < chunk.times_s[0]:
+            # Blend in from the last command, at the time it was commanded, instead of
+            # stepping to point 0.
+            chunk = Chunk(chunk.stamp_s, np.concatenate(([t_start], chunk.times_s)),
                           np.vstack((start, chunk.positions)))
         self._chunk = chunk
         self._chunk_time = now_s

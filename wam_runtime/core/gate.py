@@ -247,6 +247,10 @@ def gate_step(requested: Sequence[float], state: GateState, limits: JointLimits,
         raise ValueError(f'requested has shape {req.shape}, state {p.shape}')
     dt = float(dt_s)
     # NaN, -0.0 and negative dt all mean "no time has passed": repeat the last output.
+    # Windows use dt capped at the nominal period; the motion state is estimated over the
+    # real elapsed time (bounded), so a late tick neither widens a window nor fakes a
+    # velocity spike.
+    elapsed = min(dt, 2.0 * float(nominal_dt_s)) if dt > 0.0 else 0.0
     dt = min(dt, float(nominal_dt_s)) if dt > 0.0 else 0.0
     bad = ~np.isfinite(req)
     if bad.any() or dt == 0.0:
@@ -278,7 +282,7 @@ def gate_step(requested: Sequence[float], state: GateState, limits: JointLimits,
     if workspace_ok is not None and not workspace_ok(cmd, p, dt):
         cmd, reason = _workspace_retreat(cmd, base, p, dt, workspace_ok)
         out.append(Intervention(reason, '', float('nan'), float('nan')))
-    return GateResult(cmd, out, state.advance(cmd, dt))
+    return GateResult(cmd, out, state.advance(cmd, elapsed))
 
 
 def _workspace_retreat(cmd: np.ndarray, base: np.ndarray, prev: np.ndarray, dt: float,

@@ -14,6 +14,10 @@ from xml.etree import ElementTree
 from wam_runtime.core.gate import JointLimits, LimitsError
 
 
+LIMIT_KEYS = ('lower_limits_rad', 'upper_limits_rad', 'max_velocity_rad_s',
+              'max_acceleration_rad_s2', 'max_jerk_rad_s3')
+
+
 @dataclass(frozen=True)
 class UrdfJoint:
     """One movable URDF joint and its limits (inf where the URDF gives none)."""
@@ -105,7 +109,8 @@ def resolve_limits(urdf_text: str, joint_names: Sequence[str],
         raise LimitsError(f'joint_names: {missing} not movable joints of the URDF (it has '
                           f'{sorted(urdf)})')
     n = len(names)
-    for key, values in config.items():
+    for key in LIMIT_KEYS:
+        values = config.get(key)
         if _given(values) and len(values) != n:
             raise LimitsError(f'{key}: expected {n} values (one per joint in joint_names), '
                               f'got {len(values)}')

@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
 import numpy as np
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -23,6 +25,8 @@ from rclpy.executors import SingleThreadedExecutor
 from std_srvs.srv import SetBool, Trigger
 import yaml
 
+from wam_runtime.core.gate import JointLimits
+from wam_runtime.core.limits import resolve_limits
 from wam_runtime.processes import NodeProcess, random_domain_id, ros_env, share_dir, wait_for
 from wam_runtime.ros.common import now_s
 from wam_runtime.ros.monitor import Monitor
@@ -39,15 +43,24 @@ class EpisodeDriver:
         self.reset = node.create_client(Trigger, 'sim/reset')
         self.enable = node.create_client(SetBool, 'safety/enable')
         self.params = node.create_client(SetParameters, 'sim_node/set_parameters')
+        self.lifecycle = node.create_client(ChangeState, 'safety_controller/change_state')
+        self.active = False
         self.open_windows: List[List[float]] = []   # ROS-time intervals with the gate open
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Wait until every service is available."""
         end = time.monotonic() + timeout_s
-        for client in (self.reset, self.enable, self.params):
+        for client in (self.lifecycle, self.reset, self.params):
             if not client.wait_for_service(timeout_sec=max(0.1, end - time.monotonic())):
                 return False
-        return True
+        self._transition(Transition.TRANSITION_CONFIGURE)
+        return self.enable.wait_for_service(timeout_sec=max(0.1, end - time.monotonic()))
+
+    def _transition(self, transition_id: int) -> None:
+        res = self._call(self.lifecycle, ChangeState.Request(
+            transition=Transition(id=transition_id)))
+        if not res.success:
+            raise RuntimeError(f'safety_controller refused lifecycle transition {transition_id}')
 
     def _call(self, client, request, timeout_s: float = 5.0):
         future = client.call_async(request)
@@ -56,16 +69,26 @@ class EpisodeDriver:
         return future.result()
 
     def set_gate(self, enabled: bool) -> None:
-        """Open or close the safety gate, noting when it was open."""
+        """Open or close the safety gate, noting when it was open.
+
+        The first opening is the lifecycle activation; later ones use ``safety/enable``.
+        """
         if not enabled and self.open_windows and self.open_windows[-1][1] == float('inf'):
             self.open_windows[-1][1] = now_s(self.node)
-        self._call(self.enable, SetBool.Request(data=enabled))
+        if enabled and not self.active:
+            self._transition(Transition.TRANSITION_ACTIVATE)
+            self.active = True
+        elif self.active:
+            self._call(self.enable, SetBool.Request(data=enabled))
         if enabled:
             self.open_windows.append([now_s(self.node), float('inf')])
 
     def start_episode(self, seed: int) -> None:
         """Close the gate, reset the world with ``seed``, reopen the gate."""
         self.set_gate(False)
+        # The gate closes after a controlled stop: wait until the command stream is quiet.
+        wait_for(lambda: not self.node.command_ros_times or
+                 now_s(self.node) - self.node.command_ros_times[-1] > 0.15, 5.0)
         value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=seed)
         res = self._call(self.params, SetParameters.Request(
             parameters=[ParameterMsg(name='episode_seed', value=value)]))
@@ -77,12 +100,15 @@ class EpisodeDriver:
 
 
 def run(seeds: Sequence[int], out_dir: str, config: str, model: str,
-        verbose: bool = True) -> Dict:
+        verbose: bool = True, urdf: Optional[str] = None) -> Dict:
     """Run one episode per seed and return the summary."""
+    urdf = urdf or os.path.join(share_dir(), 'config', 'reference_arm.urdf')
     os.makedirs(out_dir, exist_ok=True)
     with open(config, encoding='utf-8') as f:
         cfg = yaml.safe_load(f)
     safety = cfg['safety_controller']['ros__parameters']
+    with open(urdf, encoding='utf-8') as f:
+        limits, _ = resolve_limits(f.read(), safety['joint_names'], safety)
     timeout_s = cfg['sim_node']['ros__parameters']['episode_timeout_s']
     domain = random_domain_id()
     env = ros_env(domain)
@@ -91,7 +117,9 @@ def run(seeds: Sequence[int], out_dir: str, config: str, model: str,
         NodeProcess('wam_runtime.ros.policy_node', env, 'policy_node', config,
                     ['-p', f'model_path:={model}'], log_dir=out_dir),
         NodeProcess('wam_runtime.ros.safety_controller', env, 'safety_controller', config,
-                    ['-p', 'start_enabled:=false'], log_dir=out_dir),
+                    ['-p', f'urdf_path:={urdf}', '-p', f'incident_dir:={out_dir}/incidents',
+                     '-p', 'autostart:=false'],
+                    log_dir=out_dir),
     ]
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
@@ -132,9 +160,7 @@ def run(seeds: Sequence[int], out_dir: str, config: str, model: str,
     wall_s = time.monotonic() - t_start
     _, cmds = monitor.command_array()
     lat = monitor.chunk_latencies([tuple(w) for w in driver.open_windows])
-    lo = np.asarray(safety['lower_limits_rad'])
-    hi = np.asarray(safety['upper_limits_rad'])
-    outside = int(np.sum((cmds < lo) | (cmds > hi))) if cmds.size else 0
+    outside = int(np.sum((cmds < limits.lower) | (cmds > limits.upper))) if cmds.size else 0
     succ = [e for e in episodes if e['success']]
     summary = {
         'episodes': len(episodes), 'successes': len(succ),
@@ -158,7 +184,7 @@ def run(seeds: Sequence[int], out_dir: str, config: str, model: str,
     with open(os.path.join(out_dir, 'summary.json'), 'w', encoding='utf-8') as f:
         json.dump(summary, f, indent=2)
     try:
-        plot(monitor, lat, safety, os.path.join(out_dir, 'demo.png'))
+        plot(monitor, lat, limits, os.path.join(out_dir, 'demo.png'))
         summary['figure'] = os.path.join(out_dir, 'demo.png')
     except ImportError as exc:   # matplotlib is optional for the runtime
         summary['figure'] = f'not written ({exc})'
@@ -169,7 +195,7 @@ def _float(v: Optional[str]) -> Optional[float]:
     return None if v in (None, 'n/a') else float(v)
 
 
-def plot(monitor: Monitor, latencies: np.ndarray, safety: Dict, path: str) -> None:
+def plot(monitor: Monitor, latencies: np.ndarray, limits: JointLimits, path: str) -> None:
     """Per-joint policy target vs gated command vs measured position; latency histogram."""
     import matplotlib
     matplotlib.use('Agg')
@@ -180,7 +206,7 @@ def plot(monitor: Monitor, latencies: np.ndarray, safety: Dict, path: str) -> No
     chunks = monitor.chunk_records
     starts = cmd_t[:1].tolist() + ([js[0][0]] if js else [])
     t0 = min(starts) if starts else 0.0
-    names = safety['joint_names']
+    names = limits.joint_names
     fig, axes = plt.subplots(len(names) // 2 + 1, 2, figsize=(13, 3 * (len(names) // 2 + 1)))
     axes = axes.ravel()
     js_t = np.array([t for t, _ in js]) - t0
@@ -202,8 +228,8 @@ def plot(monitor: Monitor, latencies: np.ndarray, safety: Dict, path: str) -> No
             ax.plot(cmd_rel, cmds[:, j], color='tab:blue', lw=1, label='gated command')
         if ch_q.size:
             ax.plot(ch_t, ch_q[:, j], '.', color='tab:red', ms=2, label='policy target (step 1)')
-        ax.axhline(safety['lower_limits_rad'][j], color='k', ls=':', lw=0.8)
-        ax.axhline(safety['upper_limits_rad'][j], color='k', ls=':', lw=0.8)
+        ax.axhline(limits.lower[j], color='k', ls=':', lw=0.8)
+        ax.axhline(limits.upper[j], color='k', ls=':', lw=0.8)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel('time (s)', fontsize=8)
         ax.set_ylabel('rad', fontsize=8)

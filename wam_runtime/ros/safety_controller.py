@@ -1,95 +1,293 @@
-"""safety_controller: action chunks + joint states -> gated command stream.
+"""safety_controller: action chunks + joint states -> gated command stream (lifecycle node).
 
-Subscribes ``policy/action_chunk`` (JointTrajectory) and ``joint_states``; ticks at
-``control_rate_hz`` and publishes ``commands`` (Float64MultiArray in ``joint_names`` order:
-the forward_command_controller interface; remap to
-``/forward_position_controller/commands``) and ``/diagnostics``. Nothing it publishes has
-left the gate in ``wam_runtime.core.gate``; without fresh input it holds.
+Subscribes ``policy/action_chunk`` (JointTrajectory), ``joint_states``, ``safety/estop``
+(std_msgs/Bool); ticks at ``control_rate_hz`` and publishes either ``commands``
+(Float64MultiArray in ``joint_names`` order, for forward_command_controller: remap to
+``/forward_position_controller/commands``) or ``joint_trajectory`` (a single-point
+JointTrajectory, for joint_trajectory_controller), plus ``safety/events`` (one
+DiagnosticStatus per intervention) and ``/diagnostics``. Services: ``safety/enable``
+(SetBool), ``safety/reset`` (Trigger).
+
+Lifecycle: configure loads the URDF and limits, activate opens the gate, deactivate makes a
+controlled stop and closes it. With ``autostart`` the node configures and activates itself.
+Everything it publishes has left ``wam_runtime.core.gate``.
 """
 
 import threading
 import time
 from typing import List, Optional
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.node import Node
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
 from rclpy.qos import qos_profile_sensor_data, QoSProfile
+from rclpy.serialization import deserialize_message, serialize_message
+from rclpy.service import Service
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
-from std_srvs.srv import SetBool
-from trajectory_msgs.msg import JointTrajectory
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from wam_runtime.core.controller import CHUNK_DISABLED, ChunkError, ControllerConfig, \
-    MODE_HOLDING, SafetyController
-from wam_runtime.core.gate import JointLimits
+from wam_runtime.core import controller as ctl
+from wam_runtime.core.gate import JointLimits, SCALING_MODES
+from wam_runtime.core.incident import IncidentRecorder
+from wam_runtime.core.limits import format_limits_table, resolve_limits
 from wam_runtime.core.stats import RateMeter, RollingStats
+from wam_runtime.core.workspace import workspace_from_params
 from wam_runtime.ros.common import ConfigError, declare_params, diagnostic_array, now_s, \
     ParamSpec, run_node, stamp_to_s
-from wam_runtime.ros.conversions import float_array, JointStateMapper, trajectory_arrays
+from wam_runtime.ros.conversions import float_array, JointStateMapper, s_to_duration, \
+    trajectory_arrays
+
+OUTPUT_MODES = ('forward_command', 'joint_trajectory')
+T = Parameter.Type
 
 PARAMS = (
-    ParamSpec('joint_names', Parameter.Type.STRING_ARRAY,
+    ParamSpec('joint_names', T.STRING_ARRAY,
               'Joints in command order (the order of the downstream controller).'),
-    ParamSpec('lower_limits_rad', Parameter.Type.DOUBLE_ARRAY,
-              'Lower position limit per joint (rad).'),
-    ParamSpec('upper_limits_rad', Parameter.Type.DOUBLE_ARRAY,
-              'Upper position limit per joint (rad).'),
-    ParamSpec('max_velocity_rad_s', Parameter.Type.DOUBLE_ARRAY,
-              'Maximum joint speed (rad/s); bounds the step between two commands.'),
+    ParamSpec('urdf_path', T.STRING, 'URDF of the robot: position and velocity limits from '
+                                     '<limit>/<safety_controller>, kinematics for the '
+                                     'workspace. Config limits may only tighten it.',
+              optional=True),
+    ParamSpec('lower_limits_rad', T.DOUBLE_ARRAY, 'Lower position limit per joint (rad).',
+              optional=True),
+    ParamSpec('upper_limits_rad', T.DOUBLE_ARRAY, 'Upper position limit per joint (rad).',
+              optional=True),
+    ParamSpec('max_velocity_rad_s', T.DOUBLE_ARRAY, 'Maximum speed per joint (rad/s).',
+              optional=True),
+    ParamSpec('max_acceleration_rad_s2', T.DOUBLE_ARRAY,
+              'Maximum acceleration per joint (rad/s^2); required with urdf_path.',
+              optional=True),
+    ParamSpec('max_jerk_rad_s3', T.DOUBLE_ARRAY, 'Maximum jerk per joint (rad/s^3).',
+              optional=True),
     ParamSpec('position_margin_rad', 0.0, 'Commands stay this far inside the limits (rad).'),
+    ParamSpec('scaling', 'uniform', "How a command outside the limits is reduced: 'uniform' "
+                                    "(keeps the direction of motion) or 'per_joint'."),
     ParamSpec('control_rate_hz', 100.0, 'Command publication rate (Hz).'),
     ParamSpec('command_timeout_s', 0.5,
-              'Without a valid chunk for this long the controller holds (s).'),
-    ParamSpec('state_timeout_s', 0.5, 'Without joint_states for this long it holds (s).'),
+              'Without a valid chunk for this long: controlled stop (s).'),
+    ParamSpec('state_timeout_s', 0.5, 'Without joint_states for this long: stop (s).'),
     ParamSpec('max_chunk_age_s', 1.0, 'Chunks stamped longer ago than this are rejected (s).'),
-    ParamSpec('start_enabled', True, 'Open the gate at startup; otherwise wait for '
-                                     'safety/enable.'),
+    ParamSpec('max_start_distance_rad', 0.0, 'Reject a chunk whose first point is farther '
+                                             'than this from the measured state (rad; 0 = off).'),
+    ParamSpec('chunk_limit_policy', 'reject', 'Chunk points outside limits or workspace: '
+                                              "'reject' the chunk or 'clamp' it."),
+    ParamSpec('workspace_frames', T.STRING_ARRAY, 'URDF frames kept inside the workspace.',
+              optional=True),
+    ParamSpec('workspace_box_m', T.DOUBLE_ARRAY, 'Allowed box [xmin ymin zmin xmax ymax zmax] '
+                                                 'in the URDF base frame (m).', optional=True),
+    ParamSpec('keep_out_boxes_m', T.DOUBLE_ARRAY, 'Keep-out boxes, six numbers each (m).',
+              optional=True),
+    ParamSpec('keep_out_spheres_m', T.DOUBLE_ARRAY, 'Keep-out spheres [x y z r] each (m).',
+              optional=True),
+    ParamSpec('ee_frame', '', 'End-effector frame for max_ee_speed_m_s.'),
+    ParamSpec('max_ee_speed_m_s', 0.0, 'Maximum end-effector speed (m/s; 0 = off).'),
+    ParamSpec('standstill_tolerance_rad', 0.0, 'While holding, a measured drift beyond this '
+                                               'latches a fault (rad; 0 = off).'),
+    ParamSpec('standstill_settle_s', 0.5, 'Time allowed to settle before standstill '
+                                          'monitoring starts (s).'),
+    ParamSpec('escalation_max_interventions', 0, 'More interventions than this within '
+                                                 'escalation_window_s latch a stop (0 = off).'),
+    ParamSpec('escalation_window_s', 1.0, 'Window for escalation_max_interventions (s).'),
+    ParamSpec('estop_timeout_s', 0.0, 'Heartbeat mode: an e-stop publisher silent for this '
+                                      'long counts as pressed (s; 0 = off).'),
+    ParamSpec('output_mode', 'forward_command', "'forward_command' (Float64MultiArray on "
+                                                "commands) or 'joint_trajectory' (single "
+                                                'point on joint_trajectory).'),
+    ParamSpec('autostart', False, 'Configure and activate at startup (activation opens '
+                                  'the gate).'),
+    ParamSpec('incident_dir', '', 'Write an MCAP rosbag2 of the last incident_window_s on '
+                                  'every stop, rejection burst and e-stop here ("" = off).'),
+    ParamSpec('incident_window_s', 10.0, 'Seconds of inputs and outputs in an incident bag.'),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of /diagnostics messages (s).'),
 )
 
+STOP_EVENTS = (ctl.COMMAND_TIMEOUT, ctl.STATE_TIMEOUT, ctl.CHUNK_EXHAUSTED) + ctl.LATCHING
 
-class SafetyControllerNode(Node):
-    """Thin wiring of core.controller.SafetyController to topics and a control timer."""
 
-    def __init__(self, node_name: str = 'safety_controller') -> None:
-        super().__init__(node_name)
-        p = declare_params(self, PARAMS)
-        for key in ('control_rate_hz', 'command_timeout_s', 'state_timeout_s',
-                    'max_chunk_age_s'):
-            if p[key] <= 0:
-                raise ConfigError(f'{key}: must be > 0, got {p[key]}')
-        if p['position_margin_rad'] < 0:
-            raise ConfigError('position_margin_rad: must be >= 0')
-        limits = JointLimits.create(p['joint_names'], p['lower_limits_rad'],
-                                    p['upper_limits_rad'], p['max_velocity_rad_s'])
-        period = 1.0 / p['control_rate_hz']
-        self.core = SafetyController(ControllerConfig(
-            limits=limits, control_period_s=period, command_timeout_s=p['command_timeout_s'],
-            state_timeout_s=p['state_timeout_s'], max_chunk_age_s=p['max_chunk_age_s'],
-            position_margin_rad=p['position_margin_rad']), enabled=p['start_enabled'])
-        self.mapper = JointStateMapper(limits.joint_names)
+def _positive(p: dict, *keys: str) -> None:
+    for key in keys:
+        if not p[key] > 0:
+            raise ConfigError(f'{key}: must be > 0, got {p[key]}')
+
+
+def _choice(p: dict, key: str, choices) -> None:
+    if p[key] not in choices:
+        raise ConfigError(f'{key}: {p[key]!r} is not one of {list(choices)}')
+
+
+class SafetyControllerNode(LifecycleNode):
+    """Thin wiring of core.controller.SafetyController to topics, services and a timer."""
+
+    def __init__(self) -> None:
+        super().__init__('safety_controller')
+        self.recorder: Optional[IncidentRecorder] = None
+        self.core: Optional[ctl.SafetyController] = None
+        self._startup_error: Optional[Exception] = None
         self._lock = threading.Lock()
+        self._entities: List = []
+        self.params = declare_params(self, PARAMS)
+        self.active = False
+        self.mode = 'unconfigured'
+        if self.params['autostart']:
+            self.trigger_configure()
+            if self._startup_error is not None:
+                raise self._startup_error
+            self.trigger_activate()
+
+    # ------------------------------------------------------------------ lifecycle
+    def _build_core(self) -> ctl.SafetyController:
+        p = dict(self.params)
+        _positive(p, 'control_rate_hz', 'command_timeout_s', 'state_timeout_s',
+                  'max_chunk_age_s', 'incident_window_s', 'escalation_window_s')
+        for key in ('position_margin_rad', 'max_start_distance_rad', 'standstill_tolerance_rad',
+                    'estop_timeout_s', 'max_ee_speed_m_s', 'escalation_max_interventions'):
+            if p[key] < 0:
+                raise ConfigError(f'{key}: must be >= 0, got {p[key]}')
+        _choice(p, 'scaling', SCALING_MODES)
+        _choice(p, 'chunk_limit_policy', ('reject', 'clamp'))
+        _choice(p, 'output_mode', OUTPUT_MODES)
+        names = list(p['joint_names'])
+        limit_keys = ('lower_limits_rad', 'upper_limits_rad', 'max_velocity_rad_s',
+                      'max_acceleration_rad_s2', 'max_jerk_rad_s3')
+        guard = None
+        if p['urdf_path']:
+            try:
+                with open(p['urdf_path'], encoding='utf-8') as f:
+                    urdf = f.read()
+            except OSError as exc:
+                raise ConfigError(f'urdf_path: cannot read {p["urdf_path"]!r} '
+                                  f'({exc.strerror})') from None
+            limits, rows = resolve_limits(urdf, names, {k: p[k] for k in limit_keys})
+            self.get_logger().info('effective limits:\n' + format_limits_table(rows))
+            guard = workspace_from_params(urdf, names, p)
+        else:
+            for key in ('lower_limits_rad', 'upper_limits_rad', 'max_velocity_rad_s'):
+                if not p[key]:
+                    raise ConfigError(f'{key}: required when urdf_path is not set')
+            if p['workspace_frames']:
+                raise ConfigError('workspace_frames: a workspace needs urdf_path')
+            limits = JointLimits.create(names, *(p[k] or None for k in limit_keys))
+        inf = float('inf')
+        config = ctl.ControllerConfig(
+            limits=limits, control_period_s=1.0 / p['control_rate_hz'],
+            command_timeout_s=p['command_timeout_s'], state_timeout_s=p['state_timeout_s'],
+            max_chunk_age_s=p['max_chunk_age_s'], position_margin_rad=p['position_margin_rad'],
+            scaling=p['scaling'], max_start_distance_rad=p['max_start_distance_rad'] or inf,
+            chunk_limit_policy=p['chunk_limit_policy'],
+            standstill_tolerance_rad=p['standstill_tolerance_rad'] or inf,
+            standstill_settle_s=p['standstill_settle_s'],
+            escalation_max_interventions=p['escalation_max_interventions'],
+            escalation_window_s=p['escalation_window_s'],
+            estop_timeout_s=p['estop_timeout_s'],
+            workspace_ok=guard.ok if guard else None,
+            point_in_workspace=guard.point_ok if guard else None)
+        return ctl.SafetyController(config, enabled=False)
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load limits and URDF, create publishers, subscriptions, services and timers."""
+        try:
+            self.core = self._build_core()
+        except Exception as exc:  # noqa: B902 - reported as a failed transition, then raised
+            self._startup_error = exc
+            self.get_logger().error(f'configure failed: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        p = self.params
+        limits = self.core.config.limits
+        self.mapper = JointStateMapper(limits.joint_names)
         self.latency = RollingStats(2000)
         self.tick_time = RollingStats(2000)
         self.command_rate = RateMeter(500)
-        self.mode = 'starting'
-
-        self.cmd_pub = self.create_publisher(Float64MultiArray, 'commands', QoSProfile(depth=10))
+        self.period = self.core.config.control_period_s
+        self.output_mode = p['output_mode']
+        if p['incident_dir']:
+            self.recorder = IncidentRecorder(p['incident_dir'], p['incident_window_s'])
+        qos = QoSProfile(depth=10)
+        if self.output_mode == 'forward_command':
+            self.cmd_topic, self.cmd_type = 'commands', 'std_msgs/msg/Float64MultiArray'
+            self.cmd_pub = self.create_publisher(Float64MultiArray, 'commands', qos)
+        else:
+            self.cmd_topic, self.cmd_type = 'joint_trajectory', \
+                'trajectory_msgs/msg/JointTrajectory'
+            self.cmd_pub = self.create_publisher(JointTrajectory, 'joint_trajectory', qos)
+        self.event_pub = self.create_publisher(DiagnosticStatus, 'safety/events',
+                                               QoSProfile(depth=100))
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_subscription(JointTrajectory, 'policy/action_chunk', self._on_chunk,
-                                 QoSProfile(depth=10))
-        self.create_subscription(JointState, 'joint_states', self._on_joints,
-                                 qos_profile_sensor_data)
-        self.create_service(SetBool, 'safety/enable', self._on_enable)
-        self.create_timer(period, self._tick)
-        self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics)
-        self.get_logger().info(f'gating {list(limits.joint_names)} at '
-                               f'{p["control_rate_hz"]:.0f} Hz')
+        self._entities = [
+            self.cmd_pub, self.event_pub, self.diag_pub,
+            self.create_subscription(JointTrajectory, 'policy/action_chunk', self._on_chunk,
+                                     QoSProfile(depth=10), raw=True),
+            self.create_subscription(JointState, 'joint_states', self._on_joints,
+                                     qos_profile_sensor_data, raw=True),
+            self.create_subscription(Bool, 'safety/estop', self._on_estop, qos),
+            self.create_service(SetBool, 'safety/enable', self._on_enable),
+            self.create_service(Trigger, 'safety/reset', self._on_reset),
+            self.create_timer(self.period, self._tick),
+            self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics),
+        ]
+        self.mode = ctl.MODE_DISABLED
+        self.get_logger().info(f'configured: gating {list(limits.joint_names)} at '
+                               f'{p["control_rate_hz"]:.0f} Hz -> {self.cmd_topic}')
+        return TransitionCallbackReturn.SUCCESS
 
-    def _on_joints(self, msg: JointState) -> None:
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Open the gate: motion starts from the measured position."""
+        with self._lock:
+            self.core.set_enabled(True)
+            self.active = True
+        self.get_logger().info('activated: gate open')
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop under control, then close the gate."""
+        with self._lock:
+            self.core.set_enabled(False)
+            self.active = False
+        self.get_logger().info('deactivated: stopping, then gate closed')
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Destroy what configure created."""
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release everything."""
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _teardown(self) -> None:
+        destroyers = ((Timer, self.destroy_timer), (Subscription, self.destroy_subscription),
+                      (Service, self.destroy_service), (Publisher, self.destroy_publisher))
+        for entity in self._entities:
+            for kind, destroy in destroyers:
+                if isinstance(entity, kind):
+                    destroy(entity)
+        self._entities = []
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None
+        self.core = None
+        self.mode = 'unconfigured'
+
+    def destroy_node(self) -> None:
+        """Flush pending incident bags, then destroy the node."""
+        if self.recorder is not None:
+            self.recorder.close()
+        super().destroy_node()
+
+    # ------------------------------------------------------------------ inputs
+    def _record(self, topic: str, msgtype: str, data: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder.add(self.get_clock().now().nanoseconds, topic, msgtype, data)
+
+    def _on_joints(self, raw: bytes) -> None:
+        self._record('joint_states', 'sensor_msgs/msg/JointState', raw)
         try:
-            q = self.mapper.positions(msg)
+            q = self.mapper.positions(deserialize_message(raw, JointState))
         except ValueError:
             with self._lock:
                 self.core.count('joint_state_rejected')
@@ -97,57 +295,120 @@ class SafetyControllerNode(Node):
         with self._lock:
             self.core.on_state(q, now_s(self))
 
+    def _on_chunk(self, raw: bytes) -> None:
+        self._record('policy/action_chunk', 'trajectory_msgs/msg/JointTrajectory', raw)
+        msg = deserialize_message(raw, JointTrajectory)
+        names, times, positions = trajectory_arrays(msg)
+        stamp = stamp_to_s(msg.header.stamp)
+        with self._lock:
+            try:
+                self.core.on_chunk(names, stamp, times, positions, now_s(self))
+                return
+            except ctl.ChunkError as exc:
+                error = exc
+        if error.reason != ctl.CHUNK_DISABLED:
+            self.get_logger().warning(f'chunk rejected: {error}', throttle_duration_sec=1.0)
+            self._event(error.reason, '', float('nan'), float('nan'), stamp, str(error))
+
+    def _on_estop(self, msg: Bool) -> None:
+        self._record('safety/estop', 'std_msgs/msg/Bool', serialize_message(msg))
+        with self._lock:
+            was = self.core.fault
+            self.core.on_estop(msg.data, now_s(self))
+            latched = self.core.fault if self.core.fault != was else None
+        if latched:
+            self.get_logger().error('E-STOP pressed: stopping, latched until released and '
+                                    'safety/reset')
+            self._event(latched, '', float('nan'), float('nan'), None, 'e-stop pressed')
+
     def _on_enable(self, request, response):
         with self._lock:
+            if request.data and not self.active:
+                response.success = False
+                response.message = 'the node is not active (lifecycle); activate it first'
+                return response
             self.core.set_enabled(bool(request.data))
         response.success = True
-        response.message = 'enabled' if request.data else 'disabled'
+        response.message = 'enabled' if request.data else 'stopping, then disabled'
         self.get_logger().info(f'gate {response.message}')
         return response
 
-    def _on_chunk(self, msg: JointTrajectory) -> None:
-        names, times, positions = trajectory_arrays(msg)
+    def _on_reset(self, request, response):
         with self._lock:
-            try:
-                self.core.on_chunk(names, stamp_to_s(msg.header.stamp), times, positions,
-                                   now_s(self))
-            except ChunkError as exc:
-                if exc.reason == CHUNK_DISABLED:
-                    return
-                self.get_logger().warning(f'chunk rejected: {exc}', throttle_duration_sec=1.0)
+            ok, message = self.core.reset()
+        response.success, response.message = ok, message
+        self.get_logger().info(f'reset: {message}')
+        return response
 
+    # ------------------------------------------------------------------ control tick
     def _tick(self) -> None:
         t0 = time.perf_counter()
+        now = now_s(self)
         with self._lock:
-            result = self.core.tick(now_s(self))
+            result = self.core.tick(now)
+        self.mode = self.core.fault or result.mode
         if result.command is None:
-            self.mode = result.mode
             return
-        self.cmd_pub.publish(Float64MultiArray(data=float_array(result.command)))
-        self.mode = result.mode
+        if self.output_mode == 'forward_command':
+            msg = Float64MultiArray(data=float_array(result.command))
+        else:
+            msg = JointTrajectory(joint_names=list(self.core.joint_names), points=[
+                JointTrajectoryPoint(positions=result.command.tolist(),
+                                     time_from_start=s_to_duration(self.period))])
+        self.cmd_pub.publish(msg)
         self.command_rate.tick(time.monotonic())
+        if self.recorder is not None and self.output_mode == 'forward_command':
+            self._record(self.cmd_topic, self.cmd_type, serialize_message(msg))
         if result.chunk_latency_s is not None:
             self.latency.add(result.chunk_latency_s)
         for iv in result.interventions:
-            if iv.reason in ('command_timeout', 'state_timeout'):
-                self.get_logger().warning(f'{iv.reason}: holding position')
+            self._event(iv.reason, iv.joint, iv.requested, iv.allowed, result.chunk_stamp_s)
+            if iv.reason in STOP_EVENTS:
+                self.get_logger().warning(f'{iv.reason}: controlled stop')
+                if self.recorder is not None:
+                    self.recorder.trigger(self.get_clock().now().nanoseconds, iv.reason)
         self.tick_time.add(time.perf_counter() - t0)
+
+    def _event(self, reason: str, joint: str, requested: float, allowed: float,
+               chunk_stamp: Optional[float], message: str = '') -> None:
+        latched = reason in ctl.LATCHING
+        level = DiagnosticStatus.ERROR if latched else DiagnosticStatus.WARN
+        ev = DiagnosticStatus(level=level, name=reason, hardware_id=self.get_name(),
+                              message=message or f'{joint or "all"}: requested '
+                                                 f'{requested:.6g}, allowed {allowed:.6g}')
+        ev.values = [KeyValue(key='reason', value=reason), KeyValue(key='joint', value=joint),
+                     KeyValue(key='requested', value=f'{requested:.9g}'),
+                     KeyValue(key='allowed', value=f'{allowed:.9g}'),
+                     KeyValue(key='chunk_stamp_s', value='' if chunk_stamp is None
+                              else f'{chunk_stamp:.9f}')]
+        self.event_pub.publish(ev)
+        self._record('safety/events', 'diagnostic_msgs/msg/DiagnosticStatus',
+                     serialize_message(ev))
+        if reason.startswith('chunk_') and self.recorder is not None:
+            with self._lock:
+                burst = self.core.counters.get(reason, 0)
+            if burst in (5, 50, 500):   # a burst of rejections, not every one
+                self.recorder.trigger(self.get_clock().now().nanoseconds, f'{reason}_burst')
 
     def _publish_diagnostics(self) -> None:
         with self._lock:
             counters = dict(self.core.counters)
+            fault = self.core.fault
         lat = self.latency.summary(1e3)
         tick = self.tick_time.summary(1e6)
         values = {
-            'mode': self.mode, 'command_rate_hz': self.command_rate.rate_hz(),
+            'mode': self.mode, 'fault': fault or '',
+            'command_rate_hz': self.command_rate.rate_hz(),
             'latency_obs_to_command_ms_p50': lat['p50'],
             'latency_obs_to_command_ms_p99': lat['p99'], 'chunks_used': lat['count'],
             'tick_us_p50': tick['p50'], 'tick_us_p99': tick['p99'],
         }
+        if self.recorder is not None:
+            values['incidents_written'] = len(self.recorder.written)
         values.update({f'count_{k}': v for k, v in sorted(counters.items())})
-        if self.mode == MODE_HOLDING:
-            level, message = DiagnosticStatus.WARN, 'holding position'
-        elif self.mode == 'tracking':
+        if fault:
+            level, message = DiagnosticStatus.ERROR, f'fault latched: {fault}'
+        elif self.mode == ctl.MODE_TRACKING:
             level, message = DiagnosticStatus.OK, 'tracking policy chunks'
         else:
             level, message = DiagnosticStatus.WARN, self.mode

@@ -48,6 +48,8 @@ class SimNode(Node):
 
     def __init__(self) -> None:
         super().__init__('sim_node')
+        self._running = False
+        self._thread: Optional[threading.Thread] = None
         p = declare_params(self, PARAMS)
         for key in ('camera_rate_hz', 'joint_state_rate_hz', 'real_time_factor',
                     'episode_timeout_s'):
@@ -196,7 +198,7 @@ class SimNode(Node):
     def destroy_node(self) -> None:
         """Stop the physics thread (it frees the renderer), then the node."""
         self._running = False
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=2.0)
         super().destroy_node()
 
