@@ -16,7 +16,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState
+from lifecycle_msgs.srv import ChangeState, GetState
 import numpy as np
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -44,29 +44,42 @@ class EpisodeDriver:
         self.enable = node.create_client(SetBool, 'safety/enable')
         self.params = node.create_client(SetParameters, 'sim_node/set_parameters')
         self.lifecycle = node.create_client(ChangeState, 'safety_controller/change_state')
+        self.get_state = node.create_client(GetState, 'safety_controller/get_state')
         self.active = False
         self.open_windows: List[List[float]] = []   # ROS-time intervals with the gate open
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Wait until every service is available."""
         end = time.monotonic() + timeout_s
-        for client in (self.lifecycle, self.reset, self.params):
+        for client in (self.lifecycle, self.get_state, self.reset, self.params):
             if not client.wait_for_service(timeout_sec=max(0.1, end - time.monotonic())):
                 return False
         self._transition(Transition.TRANSITION_CONFIGURE)
         return self.enable.wait_for_service(timeout_sec=max(0.1, end - time.monotonic()))
 
     def _transition(self, transition_id: int) -> None:
-        res = self._call(self.lifecycle, ChangeState.Request(
-            transition=Transition(id=transition_id)))
-        if not res.success:
-            raise RuntimeError(f'safety_controller refused lifecycle transition {transition_id}')
+        """Drive the lifecycle; a lost response is detected through get_state."""
+        target = {Transition.TRANSITION_CONFIGURE: 'inactive',
+                  Transition.TRANSITION_ACTIVATE: 'active'}[transition_id]
+        for _ in range(3):
+            if self._state() == target:
+                return
+            future = self.lifecycle.call_async(ChangeState.Request(
+                transition=Transition(id=transition_id)))
+            wait_for(future.done, 10.0)
+        if self._state() != target:
+            raise RuntimeError(f'safety_controller did not reach lifecycle state {target}')
 
-    def _call(self, client, request, timeout_s: float = 5.0):
-        future = client.call_async(request)
-        if not wait_for(future.done, timeout_s):
-            raise RuntimeError(f'service {client.srv_name} did not answer')
-        return future.result()
+    def _state(self) -> str:
+        return self._call(self.get_state, GetState.Request()).current_state.label
+
+    def _call(self, client, request, timeout_s: float = 5.0, tries: int = 3):
+        """Call a service; retry when a response is lost (requests here are idempotent)."""
+        for _ in range(tries):
+            future = client.call_async(request)
+            if wait_for(future.done, timeout_s):
+                return future.result()
+        raise RuntimeError(f'service {client.srv_name} did not answer')
 
     def set_gate(self, enabled: bool) -> None:
         """Open or close the safety gate, noting when it was open.
@@ -94,7 +107,7 @@ class EpisodeDriver:
             parameters=[ParameterMsg(name='episode_seed', value=value)]))
         if not res.results[0].successful:
             raise RuntimeError(f'seed {seed} refused: {res.results[0].reason}')
-        self._call(self.reset, Trigger.Request())
+        self._call(self.reset, Trigger.Request(), timeout_s=15.0, tries=1)  # not idempotent
         time.sleep(0.3)   # let the reset state reach the policy and the controller
         self.set_gate(True)
 
