@@ -16,6 +16,8 @@ import threading
 import time
 from typing import Callable, Dict, List
 
+from bench import preprocess as preprocess_bench
+from bench import safety as safety_bench
 import numpy as np
 
 from wam_runtime.processes import random_domain_id, REPO_ROOT, ros_env
@@ -109,6 +111,10 @@ def bench_end_to_end_latency(args) -> Dict:
 
 BENCHES: Dict[str, Callable] = {
     'end_to_end_latency': bench_end_to_end_latency,
+    'preprocess': preprocess_bench.bench_preprocess,
+    'policy_overhead': preprocess_bench.bench_policy_overhead,
+    'gate_tick': safety_bench.bench_gate_tick,
+    'command_jitter': safety_bench.bench_command_jitter,
 }
 
 

@@ -96,12 +96,17 @@ class JointLimits:
                    arrays['max_acceleration_rad_s2'], arrays['max_jerk_rad_s3'])
 
     def __post_init__(self) -> None:
-        """Fill unlimited acceleration and jerk when they were not given."""
+        """Fill unlimited acceleration and jerk, and precompute per-tick constants."""
         for name in ('max_acceleration', 'max_jerk'):
             if getattr(self, name) is None:
                 a = np.full(len(self.joint_names), math.inf)
                 a.setflags(write=False)
                 object.__setattr__(self, name, a)
+        finite = np.isfinite(self.max_acceleration) & np.isfinite(self.max_jerk)
+        # Time to turn the acceleration around under the jerk limit (0 when unlimited).
+        ramp = np.zeros(len(self.joint_names))
+        ramp[finite] = 2.0 * self.max_acceleration[finite] / self.max_jerk[finite]
+        object.__setattr__(self, 'brake_ramp_s', ramp)
 
 
 @dataclass(frozen=True)
@@ -144,37 +149,37 @@ class GateResult:
 
 
 def braking_speed(distance: np.ndarray, dt: float, max_acc: np.ndarray,
-                  max_jerk: np.ndarray) -> np.ndarray:
+                  ramp_s: np.ndarray) -> np.ndarray:
     """Return the highest speed from which the joint can stop within ``distance``.
 
     Conservative for discrete steps of ``dt``: one more step at that speed, then a
-    deceleration ramp that first has to turn the acceleration around under the jerk limit.
+    deceleration ramp of ``ramp_s`` to turn the acceleration around under the jerk limit,
+    then ``max_acc``: v * (dt + ramp) + v^2 / (2 a) <= d, solved in a numerically stable
+    form. Unlimited acceleration gives no braking bound.
     """
     d = np.maximum(distance, 0.0)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        ramp = np.where(np.isfinite(max_jerk), 2.0 * max_acc / max_jerk, 0.0)
-        ramp = np.where(np.isfinite(max_acc), ramp, 0.0)
-        lead = dt + ramp
-        v = max_acc * (-lead + np.sqrt(lead * lead + 2.0 * d / max_acc))
+    lead = dt + ramp_s
+    v = 2.0 * d / (lead + np.sqrt(lead * lead + 2.0 * d / max_acc))
+    # Unlimited deceleration: the position clamp alone is the bound (no rounding twice).
     return np.where(np.isfinite(max_acc), v, np.inf)
 
 
 def _ramp_down_cap(margin: np.ndarray, dt: float, max_jerk: np.ndarray) -> np.ndarray:
-    """Largest acceleration that a jerk-limited ramp can bring to 0 within ``margin`` of speed.
+    """Return the largest acceleration a jerk-limited ramp brings to 0 within ``margin``.
 
     Conservative for steps of ``dt``: a * 2dt + a^2 / (2 j) <= margin.
     """
     m = np.maximum(margin, 0.0)
-    cap = max_jerk * (-2.0 * dt + np.sqrt(4.0 * dt * dt + 2.0 * m / max_jerk))
-    return np.where(np.isfinite(max_jerk), cap, np.inf)
+    cap = 2.0 * m / (2.0 * dt + np.sqrt(4.0 * dt * dt + 2.0 * m / max_jerk))
+    return np.where(np.isfinite(max_jerk), cap, np.inf)   # without a jerk limit: no cap
 
 
 def next_position_bounds(state: GateState, limits: JointLimits, dt: float,
                          margin_rad: float = 0.0) -> Tuple[np.ndarray, np.ndarray, dict]:
     """Return (lo, hi, named) bounds of the next position for every joint.
 
-    ``named`` maps each reason code to the (lo, hi) box of that constraint alone, so the
-    binding constraint of a clamped joint can be reported.
+    ``named`` holds what ``_binding_reason`` needs to tell which constraint bound a
+    clamped joint (computed only then).
     """
     p, v, a = state.position, state.velocity, state.acceleration
     amax, jmax, vmax = limits.max_acceleration, limits.max_jerk, limits.max_velocity
@@ -182,17 +187,16 @@ def next_position_bounds(state: GateState, limits: JointLimits, dt: float,
     pos_hi = limits.upper - margin_rad
     # Speed ceilings: the velocity limit, and the speed from which the joint can still stop
     # before its position limit.
-    vb_up = braking_speed(pos_hi - p, dt, amax, jmax)
-    vb_dn = braking_speed(p - pos_lo, dt, amax, jmax)
+    vb_up = braking_speed(pos_hi - p, dt, amax, limits.brake_ramp_s)
+    vb_dn = braking_speed(p - pos_lo, dt, amax, limits.brake_ramp_s)
     ceil_up = np.minimum(vmax, vb_up)
     ceil_dn = np.minimum(vmax, vb_dn)
-    with np.errstate(invalid='ignore'):
-        a_lo = np.maximum(a - jmax * dt, -amax)
-        a_hi = np.minimum(a + jmax * dt, amax)
-        # Under a jerk limit the acceleration must be small enough to be ramped down before
-        # the velocity reaches its ceiling (the same idea as braking, one derivative up).
-        a_cap_up = _ramp_down_cap(ceil_up - v, dt, jmax)
-        a_cap_dn = _ramp_down_cap(ceil_dn + v, dt, jmax)
+    a_lo = np.maximum(a - jmax * dt, -amax)
+    a_hi = np.minimum(a + jmax * dt, amax)
+    # Under a jerk limit the acceleration must be small enough to be ramped down before
+    # the velocity reaches its ceiling (the same idea as braking, one derivative up).
+    a_cap_up = _ramp_down_cap(ceil_up - v, dt, jmax)
+    a_cap_dn = _ramp_down_cap(ceil_dn + v, dt, jmax)
     stuck = a_lo > a_hi                      # |a| beyond amax: take the nearest bound
     a_lo = np.where(stuck, np.clip(a, -amax, amax), a_lo)
     a_hi = np.where(stuck, a_lo, a_hi)
@@ -207,23 +211,28 @@ def next_position_bounds(state: GateState, limits: JointLimits, dt: float,
     lo = np.clip(p + v_lo * dt, pos_lo, pos_hi)
     hi = np.clip(p + v_hi * dt, pos_lo, pos_hi)
     lo = np.minimum(lo, hi)
-    named = {
-        POSITION_LIMIT: (pos_lo, pos_hi),
-        BRAKING_LIMIT: (p - vb_dn * dt, p + vb_up * dt),
-        VELOCITY_LIMIT: (p - vmax * dt, p + vmax * dt),
-        ACCELERATION_LIMIT: (p + (v - amax * dt) * dt, p + (v + amax * dt) * dt),
-        JERK_LIMIT: (p + (v + (a - jmax * dt) * dt) * dt, p + (v + (a + jmax * dt) * dt) * dt),
-    }
+    named = {'p': p, 'v': v, 'a': a, 'dt': dt, 'pos': (pos_lo, pos_hi),
+             'brake': (p - vb_dn * dt, p + vb_up * dt)}
     return lo, hi, named
 
 
-def _binding_reason(j: int, requested: float, allowed: float, named: dict) -> str:
+def _binding_reason(j: int, requested: float, allowed: float, named: dict,
+                    limits: JointLimits) -> str:
     """Return the constraint whose bound on the clamped side is tightest."""
+    p, v, a, dt = named['p'][j], named['v'][j], named['a'][j], named['dt']
+    vmax = limits.max_velocity[j]
+    amax, jmax = limits.max_acceleration[j], limits.max_jerk[j]
+    boxes = (
+        (POSITION_LIMIT, named['pos'][0][j], named['pos'][1][j]),
+        (BRAKING_LIMIT, named['brake'][0][j], named['brake'][1][j]),
+        (VELOCITY_LIMIT, p - vmax * dt, p + vmax * dt),
+        (ACCELERATION_LIMIT, p + (v - amax * dt) * dt, p + (v + amax * dt) * dt),
+        (JERK_LIMIT, p + (v + (a - jmax * dt) * dt) * dt, p + (v + (a + jmax * dt) * dt) * dt),
+    )
     upper = requested > allowed
     best, best_bound = VELOCITY_LIMIT, None
-    for reason in (POSITION_LIMIT, BRAKING_LIMIT, VELOCITY_LIMIT, ACCELERATION_LIMIT,
-                   JERK_LIMIT):
-        bound = named[reason][1 if upper else 0][j]
+    for reason, lo, hi in boxes:
+        bound = hi if upper else lo
         if best_bound is None or (bound < best_bound - 1e-12 if upper
                                   else bound > best_bound + 1e-12):
             best, best_bound = reason, bound
@@ -272,13 +281,14 @@ def gate_step(requested: Sequence[float], state: GateState, limits: JointLimits,
         cmd = np.clip(req, lo, hi)
     else:
         step = req - base
-        with np.errstate(divide='ignore', invalid='ignore'):
-            room = np.where(step > 0, (hi - base) / step,
-                            np.where(step < 0, (lo - base) / step, np.inf))
+        room = np.full(step.shape, np.inf)
+        up, dn = step > 0, step < 0
+        room[up] = (hi[up] - base[up]) / step[up]
+        room[dn] = (lo[dn] - base[dn]) / step[dn]
         s = float(np.clip(np.min(room), 0.0, 1.0))
         cmd = np.clip(base + s * step, lo, hi)
-    out = [Intervention(_binding_reason(j, req[j], cmd[j], named), names[j], float(req[j]),
-                        float(cmd[j])) for j in np.flatnonzero(~inside)]
+    out = [Intervention(_binding_reason(j, req[j], cmd[j], named, limits), names[j],
+                        float(req[j]), float(cmd[j])) for j in np.flatnonzero(~inside)]
     if workspace_ok is not None and not workspace_ok(cmd, p, dt):
         cmd, reason = _workspace_retreat(cmd, base, p, dt, workspace_ok)
         out.append(Intervention(reason, '', float('nan'), float('nan')))

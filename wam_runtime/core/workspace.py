@@ -145,10 +145,10 @@ class WorkspaceGuard:
         self.kin = Kinematics(urdf_text, joint_names, frames)
         self._ee = frames.index(config.ee_frame) if config.ee_frame else None
         self.last_violation: Optional[Tuple[str, str]] = None
+        self._prev_key: Optional[bytes] = None
+        self._prev_ee = np.zeros(3)
 
-    def point_ok(self, q: np.ndarray) -> bool:
-        """Whether every monitored frame is inside the box and outside the keep-outs."""
-        pts = self.kin.positions(q)
+    def _violation(self, pts: np.ndarray) -> Optional[str]:
         cfg = self.config
         mon = pts[:len(cfg.frames)]
         bad = np.zeros(len(mon), bool)
@@ -156,19 +156,29 @@ class WorkspaceGuard:
             bad |= ~cfg.inside.contains(mon)
         for vol in cfg.keep_out_boxes + cfg.keep_out_spheres:
             bad |= vol.contains(mon)
-        if bad.any():
-            self.last_violation = (cfg.frames[int(np.argmax(bad))], 'outside workspace')
+        return cfg.frames[int(np.argmax(bad))] if bad.any() else None
+
+    def point_ok(self, q: np.ndarray) -> bool:
+        """Whether every monitored frame is inside the box and outside the keep-outs."""
+        frame = self._violation(self.kin.positions(q))
+        if frame is not None:
+            self.last_violation = (frame, 'outside workspace')
             return False
         return True
 
     def ok(self, q: np.ndarray, previous: np.ndarray, dt: float) -> bool:
         """Whether ``q`` is in the workspace and the end effector is not too fast."""
-        if not self.point_ok(q):
+        pts = self.kin.positions(q)
+        frame = self._violation(pts)
+        if frame is not None:
+            self.last_violation = (frame, 'outside workspace')
             return False
         if self._ee is not None and np.isfinite(self.config.max_ee_speed_m_s) and dt > 0:
-            a = self.kin.positions(q)[self._ee]
-            b = self.kin.positions(previous)[self._ee]
-            if np.linalg.norm(a - b) / dt > self.config.max_ee_speed_m_s + 1e-9:
+            key = previous.tobytes()
+            if key != self._prev_key:     # previous is usually the last accepted command
+                self._prev_key, self._prev_ee = key, self.kin.positions(previous)[self._ee]
+            if np.linalg.norm(pts[self._ee] - self._prev_ee) / dt > \
+                    self.config.max_ee_speed_m_s + 1e-9:
                 self.last_violation = (self.config.ee_frame, 'end-effector speed')
                 return False
         return True
