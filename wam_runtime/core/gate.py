@@ -282,7 +282,7 @@ def gate_step(requested: Sequence[float], state: GateState, limits: JointLimits,
     else:
         step = req - base
         room = np.full(step.shape, np.inf)
-        up, dn = step > 0, step < 0
+        up, dn = step > 1e-12, step < -1e-12      # a negligible step constrains nothing
         room[up] = (hi[up] - base[up]) / step[up]
         room[dn] = (lo[dn] - base[dn]) / step[dn]
         s = float(np.clip(np.min(room), 0.0, 1.0))
