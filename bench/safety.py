@@ -12,8 +12,7 @@ from wam_runtime.core import controller as ctl
 from wam_runtime.core.gate import gate_step, GateState
 from wam_runtime.core.limits import resolve_limits
 from wam_runtime.core.workspace import WorkspaceConfig, WorkspaceGuard
-from wam_runtime.processes import (
-    NodeProcess, random_domain_id, REPO_ROOT, ros_env, wait_for, write_params)
+from wam_runtime.processes import NodeProcess, random_domain_id, REPO_ROOT, ros_env, wait_for
 
 URDF7 = os.path.join(REPO_ROOT, 'config', 'generic_7dof.urdf')
 J7 = [f'joint_{i}' for i in range(1, 8)]
@@ -29,8 +28,8 @@ def bench_gate_tick(args) -> Dict:
     """SafetyController.tick for a 7-DoF arm with three monitored frames (Pinocchio FK)."""
     with open(URDF7, encoding='utf-8') as f:
         urdf = f.read()
-    limits, _ = resolve_limits(urdf, J7, {'max_acceleration_rad_s2': [15.0] * 7,
-                                         'max_jerk_rad_s3': [7500.0] * 7})
+    dyn = {'max_acceleration_rad_s2': [15.0] * 7, 'max_jerk_rad_s3': [7500.0] * 7}
+    limits, _ = resolve_limits(urdf, J7, dyn)
     guard = WorkspaceGuard(urdf, J7, WorkspaceConfig.from_params(
         ['tool_tip', 'link_6', 'link_4'], [-1, -1, 0.05, 1, 1, 1.5],
         [0.4, -0.2, 0.0, 0.7, 0.2, 0.3], [0.0, 0.5, 0.5, 0.15], 'tool_tip', 1.5))
