@@ -332,3 +332,21 @@ def _call(client, request):
     fut = client.call_async(request)
     assert wait_for(fut.done, 10.0)
     return fut.result()
+
+
+def test_incident_bag_survives_killing_the_node(harness, safety, tmp_path):
+    assert _tracking(harness, 0.5)
+    harness.estop_pub.publish(harness.Bool(data=True))
+    assert wait_for(lambda: int(harness.diag.get('incidents_written', 0)) >= 1, 10.0), \
+        harness.diag
+    safety.kill()                                   # SIGKILL right after the incident
+    incidents = tmp_path / 'incidents'
+    bags = sorted(p for p in incidents.iterdir() if 'estop' in p.name)
+    assert bags, list(incidents.iterdir())
+    with AnyReader([bags[0]]) as reader:
+        by_topic = {}
+        for conn, _, raw in reader.messages():
+            by_topic.setdefault(conn.topic, []).append(reader.deserialize(raw, conn.msgtype))
+    assert len(by_topic['joint_states']) > 20
+    assert by_topic['safety/estop'][-1].data is True
+    assert len(by_topic['commands']) > 20
