@@ -19,10 +19,38 @@ os.environ.setdefault('ROS_DOMAIN_ID', str(random_domain_id()))
 _SHM_BEFORE = set(glob.glob('/dev/shm/fastdds_*') + glob.glob('/dev/shm/sem.fastdds_*'))
 
 
+def _shm_in_use():
+    """Return the /dev/shm paths some live process has mapped or open."""
+    used = set()
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f'/proc/{pid}/maps', encoding='utf-8', errors='replace') as f:
+                used.update(line.split(None, 5)[-1].strip() for line in f if '/dev/shm/' in line)
+            for fd in os.listdir(f'/proc/{pid}/fd'):
+                target = os.readlink(f'/proc/{pid}/fd/{fd}')
+                if target.startswith('/dev/shm/'):
+                    used.add(target)
+        except OSError:
+            continue
+    return used
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """Remove the Fast DDS shared-memory files this session's processes left behind."""
-    for path in set(glob.glob('/dev/shm/fastdds_*') + glob.glob('/dev/shm/sem.fastdds_*')) \
-            - _SHM_BEFORE:
+    """Remove the Fast DDS shared-memory files this session left behind.
+
+    Only files created during the session that no live process maps or holds open are
+    removed, so a concurrent ROS process (another test run, a user's nodes) is never hurt.
+    """
+    created = set(glob.glob('/dev/shm/fastdds_*') + glob.glob('/dev/shm/sem.fastdds_*')) \
+        - _SHM_BEFORE
+    in_use = _shm_in_use()
+    for path in created:
+        # A semaphore file is in use when its port segment is.
+        port = path.replace('/sem.', '/').replace('_mutex', '')
+        if path in in_use or port in in_use:
+            continue
         try:
             os.remove(path)
         except OSError:
