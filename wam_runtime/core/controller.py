@@ -22,6 +22,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from wam_runtime.core.gate import gate_step, GateState, Intervention, JointLimits
+from wam_runtime.core.scheduler import ChunkReport, ChunkScheduler, SchedulerConfig
 
 # Chunk rejection reasons.
 CHUNK_NON_FINITE = 'chunk_non_finite'
@@ -136,6 +137,7 @@ class ControllerConfig:
     escalation_max_interventions: int = 0       # 0 = never escalate
     escalation_window_s: float = 1.0
     estop_timeout_s: float = 0.0                # > 0: heartbeat mode
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     # Optional Cartesian guard: ok(candidate, previous, dt) and a per-point check.
     workspace_ok: Optional[Callable[[np.ndarray, np.ndarray, float], bool]] = None
     point_in_workspace: Optional[Callable[[np.ndarray], bool]] = None
@@ -162,8 +164,10 @@ class SafetyController:
         self.joint_names = config.limits.joint_names
         self._state: Optional[np.ndarray] = None
         self._state_time = -np.inf
-        self._chunk: Optional[Chunk] = None
+        self._chunk: Optional[Chunk] = None       # the newest accepted chunk
         self._chunk_time = -np.inf
+        self.scheduler = ChunkScheduler(config.scheduler)
+        self.last_report: Optional[ChunkReport] = None
         self._gate: Optional[GateState] = None
         self._last_tick: Optional[float] = None
         self._new_chunk = False
@@ -213,6 +217,7 @@ class SafetyController:
             if not self.enabled or self._disable_requested:
                 self._gate = None
                 self._chunk = None
+                self.scheduler.clear()
                 self._stop_reason = None
                 self._new_chunk = False
                 self._recent.clear()
@@ -247,6 +252,7 @@ class SafetyController:
         old, self._fault = self._fault, None
         self._recent.clear()
         self._chunk = None   # never resume a chunk from before the fault
+        self.scheduler.clear()
         return True, f'cleared {old}'
 
     def _latch(self, reason: str) -> None:
@@ -266,15 +272,9 @@ class SafetyController:
             self.count(exc.reason)
             self._note_intervention(now_s)
             raise
-        if self._gate is not None:
-            start, t_start = self._gate.position, self._last_tick
-        else:
-            start, t_start = self._state, now_s
-        if start is not None and t_start < chunk.times_s[0]:
-            # Blend in from the last command, at the time it was commanded, instead of
-            # stepping to point 0.
-            chunk = Chunk(chunk.stamp_s, np.concatenate(([t_start], chunk.times_s)),
-                          np.vstack((start, chunk.positions)))
+        current = self._gate.position if self._gate is not None else self._state
+        self.last_report = self.scheduler.add(chunk.stamp_s, chunk.times_s, chunk.positions,
+                                              now_s, current=current)
         self._chunk = chunk
         self._chunk_time = now_s
         self._new_chunk = True
@@ -339,8 +339,6 @@ class SafetyController:
             return None
         if now_s - self._chunk_time > cfg.command_timeout_s:
             return COMMAND_TIMEOUT
-        if now_s > self._chunk.times_s[-1]:
-            return CHUNK_EXHAUSTED
         return None
 
     def tick(self, now_s: float) -> TickResult:
@@ -356,9 +354,14 @@ class SafetyController:
         dt = now_s - self._last_tick      # <= 0 after a backward clock jump: one held tick
         self._last_tick = now_s
         stop = self._watchdogs(now_s)
+        # The playback clock advances every tick, stopped or not.
+        target = self.scheduler.sample(now_s) if self._chunk is not None else None
+        if stop is None:
+            if self._chunk is None:
+                stop = ''              # nothing to track yet: hold quietly
+            elif target is None:
+                stop = CHUNK_EXHAUSTED  # the playback clock ran past the newest chunk
         result = TickResult(None, MODE_TRACKING)
-        if stop is None and self._chunk is None:
-            stop = ''          # nothing to track yet: hold quietly
         if stop is not None:
             if stop and stop != self._stop_reason and stop != DISABLING:
                 if stop not in LATCHING:
@@ -372,7 +375,7 @@ class SafetyController:
         else:
             self._stop_reason = None
             self._hold_since = None
-            requested = sample_chunk(self._chunk.times_s, self._chunk.positions, now_s)
+            requested = target
             if self.speed_scale < 1.0:
                 requested = self._gate.position + self.speed_scale * (
                     requested - self._gate.position)

@@ -1,0 +1,141 @@
+"""Chunk scheduler: time base, interpolation, blending, time scaling (unit + hypothesis)."""
+
+from hypothesis import given, settings, strategies as st
+import numpy as np
+import pytest
+
+from wam_runtime.core.scheduler import (
+    _Track, BLEND_MODES, ChunkScheduler, evaluate, hermite_tangents, SchedulerConfig)
+
+DT = 0.05
+H = 16
+
+
+def _chunk(stamp, q0, speed, n=H, dt=DT):
+    t = stamp + dt * np.arange(1, n + 1)
+    return t, q0 + speed * (t - stamp)[:, None]
+
+
+def test_cubic_hermite_is_c1_and_reproduces_lines():
+    t = np.array([0.0, 0.1, 0.25, 0.3])
+    p = np.array([[0.0], [0.1], [0.25], [0.3]])         # a line: slope 1
+    tr = _Track(t, p, hermite_tangents(t, p), 0.0, 0)
+    for x in np.linspace(0, 0.3, 31):
+        assert evaluate(tr, x, True)[0] == pytest.approx(x, abs=1e-12)
+    q = np.array([[0.0], [0.3], [-0.2], [0.1]])
+    tr = _Track(t, q, hermite_tangents(t, q), 0.0, 0)
+    eps = 1e-6
+    for knot in t[1:-1]:          # velocity continuous across the knots
+        left = (evaluate(tr, knot, True) - evaluate(tr, knot - eps, True)) / eps
+        right = (evaluate(tr, knot + eps, True) - evaluate(tr, knot, True)) / eps
+        assert left[0] == pytest.approx(right[0], abs=1e-3)
+
+
+def test_steps_already_past_are_dropped_not_replayed():
+    s = ChunkScheduler(SchedulerConfig())
+    s.sample(10.0)
+    t, p = _chunk(9.9, np.zeros(2), 0.1)              # 100 ms late: 1 step (9.95) is past
+    rep = s.add(9.9, t, p, now_s=10.0, current=np.zeros(2))
+    assert rep.dropped_steps == 2 and rep.delay_s == pytest.approx(0.1)
+    assert s.stats.delay_worst_s == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize('blend', BLEND_MODES)
+def test_time_scaling_slows_instead_of_stalling_then_recovers(blend):
+    cfg = SchedulerConfig(blend=blend, min_playback_speed=0.4, speed_slew_per_s=4.0)
+    s = ChunkScheduler(cfg)
+    q = np.zeros(1)
+    now = 0.0
+    s.sample(now)
+    for k in range(5):             # chunks every 100 ms, 20 ms after their observation
+        if k:
+            now += 0.1
+            q = s.sample(now)
+        t, p = _chunk(now - 0.02, q, 0.5)
+        s.add(now - 0.02, t, p, now, current=q)
+    start = now
+    speeds, targets = [], []
+    while now < 1.5:                 # no new chunk: inference has stalled
+        now += 0.01
+        target = s.sample(now)
+        if target is None:
+            break
+        speeds.append(s.speed)
+        targets.append(target[0])
+    assert min(speeds) == pytest.approx(0.4)
+    assert np.all(np.abs(np.diff(speeds)) <= 4.0 * 0.01 + 1e-9)     # smooth
+    assert np.all(np.diff(targets) >= -1e-12)                        # never goes back
+    assert now - start > 0.78 + 0.05   # the chunk's rest lasted longer than its length
+    # Chunks arrive in time again: back to full speed.
+    for k in range(60):
+        now += 0.01
+        if k % 10 == 0:
+            t, p = _chunk(now - 0.02, np.array([targets[-1]]), 0.5)
+            s.add(now - 0.02, t, p, now, current=np.array([targets[-1]]))
+        s.sample(now)
+    assert s.speed == pytest.approx(1.0)
+
+
+@st.composite
+def arrivals(draw):
+    n = draw(st.integers(1, 12))
+    gaps = draw(st.lists(st.floats(0.02, 0.4), min_size=n, max_size=n))
+    delays = draw(st.lists(st.floats(0.0, 0.3), min_size=n, max_size=n))
+    offsets = draw(st.lists(st.floats(-0.05, 0.05), min_size=n, max_size=n))
+    return list(zip(np.cumsum(gaps), delays, offsets))
+
+
+def _reference(t):
+    """Return the motion every chunk tries to follow (policies that roughly agree)."""
+    return np.array([0.5 * np.sin(t), 0.3 * np.cos(2 * t) - 0.3])
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrivals(), st.sampled_from(BLEND_MODES), st.sampled_from(['cubic', 'linear']),
+       st.lists(st.floats(0.002, 0.02), min_size=300, max_size=300))
+def test_monotonic_time_no_replay_and_bounded_splices(arrivals, blend, interp, ticks):
+    """Check time, replay and splice bounds under random arrivals, delays, disagreements.
+
+    Time only moves forward, no instant is replayed, past steps are dropped, and target
+    steps are bounded by the data's own slopes plus, for fading blends, the disagreement
+    being faded over.
+    """
+    cfg = SchedulerConfig(blend=blend, interpolation=interp)
+    s = ChunkScheduler(cfg)
+    now, cmd = 0.0, _reference(0.0)
+    taus, prev = [], None
+    slope, spread = 0.0, 0.0
+    pending = list(arrivals)
+    s.sample(now)
+    for dt in ticks:
+        now += dt
+        while pending and pending[0][0] <= now:
+            _, delay, offset = pending.pop(0)
+            stamp = now - delay
+            t = stamp + DT * np.arange(1, H + 1)
+            p = np.array([_reference(x) + offset for x in t])
+            before = s.playback_time
+            rep = s.add(stamp, t, p, now, current=cmd)
+            assert rep.dropped_steps == int(np.sum(t <= before))
+            tr = s._tracks[-1]
+            if len(tr.times) > 1:
+                slope = max(slope, float(np.max(np.abs(np.diff(tr.positions, axis=0)
+                                                       / np.diff(tr.times)[:, None]))))
+            for other in s._tracks[:-1]:
+                gap = np.abs(other.positions[-1] - tr.positions[0])
+                spread = max(spread, float(np.max(gap)) + 0.2)
+        tau_before = s.playback_time
+        target = s.sample(now)
+        assert s.playback_time >= tau_before                  # monotonic
+        taus.append(s.playback_time)
+        if target is None:
+            prev = None
+            continue
+        assert np.isfinite(target).all()
+        if prev is not None:
+            fade = {'latest': 0.0, 'crossfade': 1.5 / cfg.crossfade_s,
+                    'temporal_ensemble': 2.0 / 0.1}[blend]
+            bound = (1.3 * slope + fade * spread) * dt + 1e-9
+            assert np.all(np.abs(target - prev) <= bound)
+        prev = cmd = target
+    assert np.all(np.diff(taus) > 0)                             # no instant replayed

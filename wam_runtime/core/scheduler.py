@@ -1,0 +1,287 @@
+"""Chunk scheduler: turns timed action chunks into a target at any control tick.
+
+A chunk's time base is its stamp (the observation time): step ``k`` is due at
+``stamp + t_k``. The scheduler keeps a playback clock that normally follows wall time;
+when the remaining horizon drops below the measured delay (inference falling behind), it
+slows playback smoothly down to ``min_playback_speed`` instead of stalling or jumping, and
+returns to full speed when chunks arrive in time. New chunks are blended with the one
+executing (``latest``, ``temporal_ensemble`` or ``crossfade``). Sampling is cubic Hermite
+(C1) by default, or linear.
+
+The scheduler only proposes targets; every target still passes the safety gate.
+"""
+
+from collections import deque
+from dataclasses import dataclass, field
+import math
+from typing import Deque, List, Optional
+
+import numpy as np
+
+BLEND_MODES = ('latest', 'temporal_ensemble', 'crossfade')
+ENSEMBLE_FADE_S = 0.1
+INTERPOLATIONS = ('cubic', 'linear')
+
+
+@dataclass
+class SchedulerConfig:
+    """How chunks are sampled, blended and time-scaled."""
+
+    blend: str = 'latest'
+    interpolation: str = 'cubic'
+    ensemble_decay: float = 0.1        # ACT's m: weight exp(-m * i), i = 0 for the oldest
+    crossfade_s: float = 0.1
+    min_playback_speed: float = 0.5
+    speed_slew_per_s: float = 2.0      # how fast playback speed may change (1/s)
+    delay_margin_s: float = 0.05       # slow down when remaining < delay + margin
+
+    def __post_init__(self) -> None:
+        """Validate; raise ValueError naming the field."""
+        if self.blend not in BLEND_MODES:
+            raise ValueError(f'blend: {self.blend!r} is not one of {list(BLEND_MODES)}')
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f'interpolation: {self.interpolation!r} is not one of '
+                             f'{list(INTERPOLATIONS)}')
+        if not 0.0 < self.min_playback_speed <= 1.0:
+            raise ValueError('min_playback_speed: must be in (0, 1]')
+        for name in ('ensemble_decay', 'crossfade_s', 'speed_slew_per_s', 'delay_margin_s'):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f'{name}: must be >= 0')
+
+
+@dataclass
+class ChunkReport:
+    """What happened to one chunk when it arrived."""
+
+    stamp_s: float
+    delay_s: float                 # arrival (now) - stamp
+    dropped_steps: int             # steps already in the past on the playback clock
+    splice_position_jump: float    # max |new - old| at the splice time (rad)
+    splice_velocity_jump: float    # max |new' - old'| at the splice time (rad/s)
+    playback_speed: float
+    gap_s: float                   # time the previous coverage had already run out
+
+
+@dataclass
+class _Track:
+    times: np.ndarray              # (N,) absolute, strictly increasing
+    positions: np.ndarray          # (N, J)
+    tangents: np.ndarray           # (N, J) for cubic Hermite
+    arrival_tau: float
+    index: int                     # arrival order
+
+    @property
+    def end(self) -> float:
+        return float(self.times[-1])
+
+
+def hermite_tangents(times: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Return finite-difference tangents (central inside, one-sided at the ends)."""
+    n = len(times)
+    if n == 1:
+        return np.zeros_like(positions)
+    d = np.diff(positions, axis=0) / np.diff(times)[:, None]
+    m = np.empty_like(positions)
+    m[0], m[-1] = d[0], d[-1]
+    if n > 2:
+        m[1:-1] = 0.5 * (d[:-1] + d[1:])
+    return m
+
+
+def evaluate(track: _Track, t: float, cubic: bool) -> np.ndarray:
+    """Return the position of a track at time ``t`` (held at its ends)."""
+    ts, ps = track.times, track.positions
+    if t <= ts[0]:
+        return ps[0].copy()
+    if t >= ts[-1]:
+        return ps[-1].copy()
+    i = int(np.searchsorted(ts, t, side='right')) - 1
+    h = ts[i + 1] - ts[i]
+    u = (t - ts[i]) / h
+    if not cubic:
+        return ps[i] + u * (ps[i + 1] - ps[i])
+    u2, u3 = u * u, u * u * u
+    return ((2 * u3 - 3 * u2 + 1) * ps[i] + (u3 - 2 * u2 + u) * h * track.tangents[i]
+            + (-2 * u3 + 3 * u2) * ps[i + 1] + (u3 - u2) * h * track.tangents[i + 1])
+
+
+def _velocity(track: _Track, t: float, cubic: bool, eps: float = 1e-3) -> np.ndarray:
+    return (evaluate(track, t + eps, cubic) - evaluate(track, t - eps, cubic)) / (2 * eps)
+
+
+@dataclass
+class SchedulerStats:
+    """Running figures for diagnostics and the replay report."""
+
+    chunks: int = 0
+    delay_mean_s: float = 0.0
+    delay_worst_s: float = 0.0
+    dropped_steps: int = 0
+    max_splice_position_jump: float = 0.0
+    max_splice_velocity_jump: float = 0.0
+    min_playback_speed_seen: float = 1.0
+    gap_total_s: float = 0.0
+    recent: Deque[ChunkReport] = field(default_factory=lambda: deque(maxlen=200))
+
+
+class ChunkScheduler:
+    """Playback clock + active chunks -> target position per tick."""
+
+    def __init__(self, config: SchedulerConfig) -> None:
+        """Start empty; the first ``sample`` call anchors the playback clock."""
+        self.config = config
+        self._tracks: List[_Track] = []
+        self._tau: Optional[float] = None
+        self._last_now: Optional[float] = None
+        self._speed = 1.0
+        self._delay_est = 0.0
+        self._interval_est = 0.0
+        self._last_arrival: Optional[float] = None
+        self._count = 0
+        self.stats = SchedulerStats()
+
+    @property
+    def playback_time(self) -> Optional[float]:
+        """The playback clock (on the chunks' time base)."""
+        return self._tau
+
+    @property
+    def speed(self) -> float:
+        """Playback speed now (1 = real time)."""
+        return self._speed
+
+    @property
+    def active(self) -> bool:
+        """Whether some chunk still covers the playback clock."""
+        return bool(self._tracks) and self._tau is not None and \
+            self._tau <= self._tracks[-1].end
+
+    def remaining_s(self) -> float:
+        """Playback time left in the newest chunk (0 without one)."""
+        if not self._tracks or self._tau is None:
+            return 0.0
+        return max(0.0, self._tracks[-1].end - self._tau)
+
+    def executed_step(self) -> int:
+        """Index of the newest chunk's step most recently passed (-1 before the first)."""
+        if not self._tracks or self._tau is None:
+            return -1
+        tr = self._tracks[-1]
+        return int(np.searchsorted(tr.times, self._tau, side='right')) - 1
+
+    def clear(self) -> None:
+        """Forget every chunk (the playback clock re-anchors on the next sample)."""
+        self._tracks.clear()
+        self._tau = None
+        self._speed = 1.0
+
+    def add(self, stamp_s: float, times_s: np.ndarray, positions: np.ndarray, now_s: float,
+            current: Optional[np.ndarray] = None,
+            current_time_s: Optional[float] = None) -> ChunkReport:
+        """Adopt a validated chunk (absolute ``times_s``) and report on the splice.
+
+        ``current`` is the last command and ``current_time_s`` the playback time it was
+        commanded at; the new chunk is blended in from there instead of stepping.
+        """
+        cfg = self.config
+        cubic = cfg.interpolation == 'cubic'
+        tau = self._tau if self._tau is not None else now_s
+        delay = now_s - stamp_s
+        self._delay_est = max(delay, 0.8 * self._delay_est + 0.2 * delay)
+        if self._last_arrival is not None:
+            gap_s = max(0.0, now_s - self._last_arrival)
+            self._interval_est = max(gap_s, 0.8 * self._interval_est + 0.2 * gap_s) \
+                if self._interval_est else gap_s
+        self._last_arrival = now_s
+        keep = times_s > tau
+        dropped = int(np.count_nonzero(~keep))
+        times, pos = times_s[keep], positions[keep]
+        old = self._tracks[-1] if self._tracks else None
+        gap = max(0.0, tau - old.end) if old is not None else 0.0
+        if current is not None and len(times):
+            t0 = tau if current_time_s is None else min(current_time_s, tau)
+            if t0 < times[0]:
+                times = np.concatenate(([t0], times))
+                pos = np.vstack((current, pos))
+        if len(times) == 0:     # everything was in the past: keep only the end point
+            times, pos = np.array([tau + 1e-3]), positions[-1:]
+        track = _Track(times, pos, hermite_tangents(times, pos) if cubic else
+                       np.zeros_like(pos), tau, self._count)
+        self._count += 1
+        jump_p = jump_v = 0.0
+        if old is not None and tau <= old.end:
+            new_p, old_p = evaluate(track, tau, cubic), evaluate(old, tau, cubic)
+            jump_p = float(np.max(np.abs(new_p - old_p)))
+            jump_v = float(np.max(np.abs(_velocity(track, tau, cubic)
+                                         - _velocity(old, tau, cubic))))
+        if cfg.blend == 'latest':
+            self._tracks = [track]
+        elif cfg.blend == 'crossfade':
+            self._tracks = ([old] if old is not None else []) + [track]
+        else:
+            self._tracks.append(track)
+        report = ChunkReport(stamp_s, delay, dropped, jump_p, jump_v, self._speed, gap)
+        s = self.stats
+        s.chunks += 1
+        s.delay_mean_s += (delay - s.delay_mean_s) / s.chunks
+        s.delay_worst_s = max(s.delay_worst_s, delay)
+        s.dropped_steps += dropped
+        s.max_splice_position_jump = max(s.max_splice_position_jump, jump_p)
+        s.max_splice_velocity_jump = max(s.max_splice_velocity_jump, jump_v)
+        s.gap_total_s += gap
+        s.recent.append(report)
+        return report
+
+    def sample(self, now_s: float) -> Optional[np.ndarray]:
+        """Advance the playback clock to ``now_s`` and return the target (None: no chunk)."""
+        cfg = self.config
+        if self._tau is None or self._last_now is None:
+            self._tau, self._last_now = now_s, now_s
+        dt = now_s - self._last_now
+        self._last_now = now_s
+        if dt > 0:
+            self._update_speed(dt)
+            self._tau += self._speed * dt
+        if not self._tracks:
+            return None
+        tau = self._tau
+        cubic = cfg.interpolation == 'cubic'
+        newest = self._tracks[-1]
+        if tau > newest.end:
+            return None
+        if cfg.blend == 'latest' or len(self._tracks) == 1:
+            return evaluate(newest, tau, cubic)
+        if cfg.blend == 'crossfade':
+            old = self._tracks[0]
+            span = cfg.crossfade_s
+            a = 1.0 if span <= 0 else min(1.0, max(0.0, (tau - newest.arrival_tau) / span))
+            if a >= 1.0:
+                self._tracks = [newest]
+            # Smoothstep keeps the blend C1 at both ends.
+            a = a * a * (3 - 2 * a)
+            return (1 - a) * evaluate(old, tau, cubic) + a * evaluate(newest, tau, cubic)
+        # Temporal ensemble over the chunks that still cover tau (ACT weights), each faded
+        # out over its last ENSEMBLE_FADE_S so that a chunk ending never makes a jump.
+        self._tracks = [t for t in self._tracks if t.end >= tau]
+        w = np.array([math.exp(-cfg.ensemble_decay * i)
+                      * min(1.0, (t.end - tau) / ENSEMBLE_FADE_S)
+                      for i, t in enumerate(self._tracks)])
+        w[-1] = max(w[-1], 1e-12)      # the newest always counts
+        w /= w.sum()
+        return sum(wi * evaluate(t, tau, cubic) for wi, t in zip(w, self._tracks))
+
+    def _update_speed(self, dt: float) -> None:
+        cfg = self.config
+        remaining = self.remaining_s()
+        # Falling behind: the newest chunk runs out before the next one can be expected
+        # (typical interval between chunks + their delay + a margin).
+        need = self._interval_est + self._delay_est + cfg.delay_margin_s
+        if self._tracks and remaining < need:
+            target = max(cfg.min_playback_speed, remaining / need) if need > 0 else 1.0
+        else:
+            target = 1.0
+        step = cfg.speed_slew_per_s * dt
+        self._speed = float(np.clip(target, self._speed - step, self._speed + step))
+        self._speed = min(1.0, max(cfg.min_playback_speed, self._speed))
+        self.stats.min_playback_speed_seen = min(self.stats.min_playback_speed_seen,
+                                                 self._speed)
