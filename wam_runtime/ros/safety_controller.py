@@ -27,7 +27,7 @@ from rclpy.service import Service
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -35,6 +35,7 @@ from wam_runtime.core import controller as ctl
 from wam_runtime.core.gate import JointLimits, SCALING_MODES
 from wam_runtime.core.incident import IncidentRecorder
 from wam_runtime.core.limits import format_limits_table, resolve_limits
+from wam_runtime.core.scheduler import BLEND_MODES, INTERPOLATIONS, SchedulerConfig
 from wam_runtime.core.stats import RateMeter, RollingStats
 from wam_runtime.core.workspace import workspace_from_params
 from wam_runtime.ros.common import ConfigError, declare_params, diagnostic_array, now_s, \
@@ -94,6 +95,15 @@ PARAMS = (
     ParamSpec('escalation_window_s', 1.0, 'Window for escalation_max_interventions (s).'),
     ParamSpec('estop_timeout_s', 0.0, 'Heartbeat mode: an e-stop publisher silent for this '
                                       'long counts as pressed (s; 0 = off).'),
+    ParamSpec('blend', 'latest', "How a new chunk joins the executing one: 'latest', "
+                                 "'temporal_ensemble' or 'crossfade'."),
+    ParamSpec('interpolation', 'cubic', "Sampling between chunk steps: 'cubic' (C1) or "
+                                        "'linear'."),
+    ParamSpec('ensemble_decay', 0.1, 'temporal_ensemble weight exp(-m * i), i = 0 for the '
+                                     'oldest chunk (m, 1/chunk).'),
+    ParamSpec('crossfade_s', 0.1, 'crossfade duration (s).'),
+    ParamSpec('min_playback_speed', 0.5, 'When inference falls behind, playback slows down '
+                                         'to this fraction of real time.'),
     ParamSpec('output_mode', 'forward_command', "'forward_command' (Float64MultiArray on "
                                                 "commands) or 'joint_trajectory' (single "
                                                 'point on joint_trajectory).'),
@@ -105,6 +115,9 @@ PARAMS = (
     ParamSpec('diagnostics_period_s', 1.0, 'Period of /diagnostics messages (s).'),
 )
 
+# safety/execution (Float64MultiArray), one per tick while a chunk executes: the feedback
+# policy_node uses to start the next inference before the current chunk runs out.
+EXECUTION_FIELDS = ('chunk_stamp_s', 'executed_step', 'remaining_s', 'playback_speed')
 STOP_EVENTS = (ctl.COMMAND_TIMEOUT, ctl.STATE_TIMEOUT, ctl.CHUNK_EXHAUSTED) + ctl.LATCHING
 
 
@@ -150,6 +163,11 @@ class SafetyControllerNode(LifecycleNode):
         _choice(p, 'scaling', SCALING_MODES)
         _choice(p, 'chunk_limit_policy', ('reject', 'clamp'))
         _choice(p, 'output_mode', OUTPUT_MODES)
+        _choice(p, 'blend', BLEND_MODES)
+        _choice(p, 'interpolation', INTERPOLATIONS)
+        if not 0 < p['min_playback_speed'] <= 1:
+            raise ConfigError(f'min_playback_speed: must be in (0, 1], got '
+                              f'{p["min_playback_speed"]}')
         names = list(p['joint_names'])
         limit_keys = ('lower_limits_rad', 'upper_limits_rad', 'max_velocity_rad_s',
                       'max_acceleration_rad_s2', 'max_jerk_rad_s3')
@@ -183,6 +201,10 @@ class SafetyControllerNode(LifecycleNode):
             escalation_max_interventions=p['escalation_max_interventions'],
             escalation_window_s=p['escalation_window_s'],
             estop_timeout_s=p['estop_timeout_s'],
+            scheduler=SchedulerConfig(blend=p['blend'], interpolation=p['interpolation'],
+                                      ensemble_decay=p['ensemble_decay'],
+                                      crossfade_s=p['crossfade_s'],
+                                      min_playback_speed=p['min_playback_speed']),
             workspace_ok=guard.ok if guard else None,
             point_in_workspace=guard.point_ok if guard else None)
         return ctl.SafetyController(config, enabled=False)
@@ -215,9 +237,11 @@ class SafetyControllerNode(LifecycleNode):
             self.cmd_pub = self.create_publisher(JointTrajectory, 'joint_trajectory', qos)
         self.event_pub = self.create_publisher(DiagnosticStatus, 'safety/events',
                                                QoSProfile(depth=100))
+        self.exec_pub = self.create_publisher(Float64MultiArray, 'safety/execution',
+                                              QoSProfile(depth=10))
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._entities = [
-            self.cmd_pub, self.event_pub, self.diag_pub,
+            self.cmd_pub, self.event_pub, self.exec_pub, self.diag_pub,
             self.create_subscription(JointTrajectory, 'policy/action_chunk', self._on_chunk,
                                      QoSProfile(depth=10), raw=True),
             self.create_subscription(JointState, 'joint_states', self._on_joints,
@@ -361,6 +385,8 @@ class SafetyControllerNode(LifecycleNode):
             self._record(self.cmd_topic, self.cmd_type, serialize_message(msg))
         if result.chunk_latency_s is not None:
             self.latency.add(result.chunk_latency_s)
+        if result.chunk_stamp_s is not None:
+            self._publish_execution(result.chunk_stamp_s)
         for iv in result.interventions:
             self._event(iv.reason, iv.joint, iv.requested, iv.allowed, result.chunk_stamp_s)
             if iv.reason in STOP_EVENTS:
@@ -368,6 +394,14 @@ class SafetyControllerNode(LifecycleNode):
                 if self.recorder is not None:
                     self.recorder.trigger(self.get_clock().now().nanoseconds, iv.reason)
         self.tick_time.add(time.perf_counter() - t0)
+
+    def _publish_execution(self, chunk_stamp_s: float) -> None:
+        sched = self.core.scheduler
+        msg = Float64MultiArray(data=[chunk_stamp_s, float(sched.executed_step()),
+                                      sched.remaining_s(), sched.speed])
+        msg.layout.dim = [MultiArrayDimension(label=label, size=1, stride=1)
+                          for label in EXECUTION_FIELDS]
+        self.exec_pub.publish(msg)
 
     def _event(self, reason: str, joint: str, requested: float, allowed: float,
                chunk_stamp: Optional[float], message: str = '') -> None:
@@ -403,6 +437,17 @@ class SafetyControllerNode(LifecycleNode):
             'latency_obs_to_command_ms_p99': lat['p99'], 'chunks_used': lat['count'],
             'tick_us_p50': tick['p50'], 'tick_us_p99': tick['p99'],
         }
+        sched = self.core.scheduler.stats
+        values.update({
+            'chunk_delay_ms_mean': sched.delay_mean_s * 1e3,
+            'chunk_delay_ms_worst': sched.delay_worst_s * 1e3,
+            'chunk_dropped_steps': sched.dropped_steps,
+            'splice_position_jump_max_rad': sched.max_splice_position_jump,
+            'splice_velocity_jump_max_rad_s': sched.max_splice_velocity_jump,
+            'playback_speed': self.core.scheduler.speed,
+            'playback_speed_min': sched.min_playback_speed_seen,
+            'coverage_gap_s_total': sched.gap_total_s,
+        })
         if self.recorder is not None:
             values['incidents_written'] = len(self.recorder.written)
         values.update({f'count_{k}': v for k, v in sorted(counters.items())})
