@@ -1,0 +1,1 @@
+"""Reference MuJoCo world, scripted expert, dataset, training and evaluation (no rclpy)."""
