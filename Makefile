@@ -30,7 +30,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $@
 
 demo: setup
-	$(PY) -m wam_runtime.demo.slice_demo $(DEMO_ARGS)
+	$(PY) -m wam_runtime.demo.reach_demo $(DEMO_ARGS)
 
 demo-slice: setup
 	$(PY) -m wam_runtime.demo.slice_demo $(DEMO_ARGS)

@@ -125,3 +125,75 @@ def test_contract_is_immutable_input():
     before = copy.deepcopy(d)
     parse_contract(d)
     assert d == before
+
+
+# --------------------------------------------------------------------------- cameras
+
+def test_old_contract_json_still_parses_with_new_defaults():
+    old = make_contract_dict()
+    for key in ('crop', 'interpolation', 'depth_scale'):
+        assert key not in old['cameras'][0]
+    cam = parse_contract(json.dumps(old)).cameras[0]
+    assert cam.crop is None and cam.interpolation == 'auto' and cam.depth_scale == 0.001
+    assert cam.channels == 3 and not cam.is_depth
+
+
+def test_depth_and_crop_fields_round_trip():
+    d = make_contract_dict(cameras=('scene', 'depth'), camera_overrides={
+        'depth': {'encoding': '16UC1', 'crop': [10, 20, 300, 200], 'depth_scale': 0.0001,
+                  'interpolation': 'nearest'}})
+    c = parse_contract(d)
+    depth = c.camera('depth')
+    assert depth.is_depth and depth.channels == 1 and depth.tensor_shape() == (1, 1, 64, 64)
+    assert depth.crop == (10, 20, 300, 200) and depth.depth_scale == 0.0001
+    assert depth.scale == 1.0 and depth.mean == (0.0,)
+    assert parse_contract(c.to_json()) == c
+
+
+@pytest.mark.parametrize('change,field', [
+    ({'crop': [0, 0, 10]}, 'contract.cameras[0].crop'),
+    ({'crop': [0, -1, 10, 10]}, 'contract.cameras[0].crop[1]'),
+    ({'crop': [0, 0, 0, 10]}, 'contract.cameras[0].crop[2]'),
+    ({'crop': [0, 0, 10, 1.5]}, 'contract.cameras[0].crop[3]'),
+    ({'interpolation': 'cubic'}, 'contract.cameras[0].interpolation'),
+    ({'encoding': '32FC1', 'mean': [0.0], 'std': [1.0], 'depth_scale': 0},
+     'contract.cameras[0].depth_scale'),
+    ({'encoding': '16UC1', 'mean': [0.0], 'std': [1.0], 'dtype': 'uint8'},
+     'contract.cameras[0].dtype'),
+    ({'encoding': '16UC1'}, 'contract.cameras[0].mean'),
+    ({'encoding': 'rgba8'}, 'contract.cameras[0].encoding'),
+])
+def test_camera_errors_name_the_field(change, field):
+    d = make_contract_dict()
+    d['cameras'][0].update(change)
+    with pytest.raises(ContractError) as info:
+        parse_contract(d)
+    assert info.value.field_path == field
+
+
+def test_crop_and_depth_scale_can_be_overridden():
+    c = parse_contract(make_contract_dict())
+    new, changes = apply_overrides(c, {'cameras': {'scene': {'crop': [0, 0, 320, 240]}}})
+    assert new.cameras[0].crop == (0, 0, 320, 240)
+    assert changes == ['overrides.cameras.scene.crop: None -> [0, 0, 320, 240]']
+
+
+def test_float16_state_and_outputs_are_accepted():
+    model = build_model(world_model=True, float16_io=True,
+                        camera_overrides={'scene': {'dtype': 'float16'}})
+    sess = ort.InferenceSession(model.SerializeToString(), providers=['CPUExecutionProvider'])
+    ins, outs = session_io(sess)
+    assert ins['joint_positions'][1] == 'tensor(float16)'
+    assert outs['actions'][1] == 'tensor(float16)'
+    contract = parse_contract(json.loads(
+        sess.get_modelmeta().custom_metadata_map['wam_runtime.contract']))
+    validate_against_io(contract, ins, outs)
+
+
+def test_integer_world_model_output_is_refused():
+    inputs, outputs = _io(world_model=True)
+    outputs['embedding'] = (outputs['embedding'][0], 'tensor(int64)')
+    with pytest.raises(ContractError) as info:
+        validate_against_io(parse_contract(make_contract_dict(world_model=True)), inputs,
+                            outputs)
+    assert info.value.field_path == 'contract.world_model.embedding_output'

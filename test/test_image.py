@@ -1,12 +1,17 @@
-"""Frame views (zero copy, row padding) and preprocessing against a reference chain."""
+"""Frame views, decoding and preprocessing against a reference chain, for every encoding."""
 
 import array
+import struct
+import tracemalloc
 
+import cv2
 import numpy as np
 import pytest
 
 from wam_runtime.core.contract import CameraSpec
-from wam_runtime.core.image import frame_view, FrameError, Preprocessor, reference_preprocess
+from wam_runtime.core.image import (
+    CameraPipeline, CompressedFrame, decode_compressed, frame_view, FrameError, jpeg_header,
+    Preprocessor, RawFrame, reference_preprocess, TensorBuilder)
 
 RNG = np.random.default_rng(7)
 
@@ -97,3 +102,278 @@ def test_output_buffer_is_reused():
     a = pre(_rgb(), 'rgb8')
     b = pre(_rgb(), 'rgb8')
     assert a is b
+
+
+# --------------------------------------------------------------------------- every encoding
+
+def _scene(h=60, w=80):
+    """Return a smooth picture (JPEG-friendly) with structure in every channel."""
+    y, x = np.mgrid[0:h, 0:w]
+    r = 128 + 100 * np.sin(x / 9.0)
+    g = 128 + 100 * np.cos(y / 7.0)
+    b = 255.0 * (x + y) / (w + h)
+    return np.clip(np.dstack([r, g, b]), 0, 255).astype(np.uint8)
+
+
+def _depth_m(h=60, w=80):
+    y, x = np.mgrid[0:h, 0:w]
+    d = 0.5 + 2.0 * x / w + 0.3 * y / h
+    d[5:9, 10:14] = 0.0                      # a hole: invalid depth
+    return d
+
+
+def _frame_bytes(arr, pad_bytes=0, big=False):
+    """Serialise (H, W, C) like a driver would: optional row padding and byte order."""
+    h = arr.shape[0]
+    a = arr.astype(arr.dtype.newbyteorder('>' if big else '<'))
+    rows = a.reshape(h, -1).view(np.uint8).reshape(h, -1)
+    out = np.full((h, rows.shape[1] + pad_bytes), 0xAB, np.uint8)   # garbage padding
+    out[:, :rows.shape[1]] = rows
+    return array.array('B', out.tobytes()), rows.shape[1] + pad_bytes
+
+
+def _encoded(encoding):
+    """Return (frame array in `encoding`, the same scene as the reference sees it)."""
+    rgb = _scene()
+    alpha = np.full(rgb.shape[:2] + (1,), 77, np.uint8)
+    depth = _depth_m()
+    return {
+        'rgb8': rgb, 'bgr8': rgb[:, :, ::-1], 'rgba8': np.dstack([rgb, alpha]),
+        'bgra8': np.dstack([rgb[:, :, ::-1], alpha]),
+        'mono8': cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[:, :, None],
+        'mono16': np.round(depth * 1000).astype(np.uint16)[:, :, None],
+        '16UC1': np.round(depth * 1000).astype(np.uint16)[:, :, None],
+        '32FC1': np.where(depth > 0, depth, np.nan).astype(np.float32)[:, :, None],
+    }[encoding]
+
+
+MODEL_FOR = {'rgb8': 'rgb8', 'bgr8': 'bgr8', 'rgba8': 'rgb8', 'bgra8': 'bgr8',
+             'mono8': 'mono8', 'mono16': '32FC1', '16UC1': '16UC1', '32FC1': '32FC1'}
+
+
+@pytest.mark.parametrize('encoding', list(MODEL_FOR))
+@pytest.mark.parametrize('big', [False, True])
+def test_every_encoding_matches_the_reference_conversion(encoding, big):
+    frame = np.ascontiguousarray(_encoded(encoding))
+    data, step = _frame_bytes(frame, pad_bytes=6, big=big)
+    model_enc = MODEL_FOR[encoding]
+    channels = 3 if model_enc in ('rgb8', 'bgr8') else 1
+    spec = _spec(encoding=model_enc, crop=(3, 2, 70, 52), mean=(0.25,) * channels,
+                 std=(0.5,) * channels, scale=1 / 255 if channels == 3 or model_enc == 'mono8'
+                 else 1.0)
+    got = CameraPipeline(spec)(RawFrame(data, 60, 80, encoding, step, big))
+    want = reference_preprocess(frame, encoding, spec)
+    assert got.shape == spec.tensor_shape()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_view_reads_16_bit_and_float_frames_in_either_byte_order():
+    d16 = _encoded('16UC1')
+    for big in (False, True):
+        data, step = _frame_bytes(d16, 2, big)
+        view = frame_view(data, 60, 80, '16UC1', step, big)
+        np.testing.assert_array_equal(view, d16)
+    d32 = _encoded('32FC1')
+    data, step = _frame_bytes(d32, 4, True)
+    np.testing.assert_array_equal(frame_view(data, 60, 80, '32FC1', step, True), d32)
+    # A native-order frame is still a view of the message buffer.
+    data, step = _frame_bytes(d16)
+    assert np.shares_memory(frame_view(data, 60, 80, 'mono16', step),
+                            np.frombuffer(data, np.uint8))
+
+
+def test_depth_is_metres_times_scale_and_holes_read_zero():
+    spec = _spec(encoding='32FC1', height=60, width=80, mean=(0.0,), std=(1.0,), scale=1.0)
+    pre = Preprocessor(spec)
+    d16 = _encoded('16UC1')
+    out16 = pre(d16, '16UC1').copy()
+    metres = out16.copy()
+    np.testing.assert_allclose(out16[0, 0], d16[:, :, 0] * 0.001, atol=1e-6)
+    assert out16[0, 0, 6, 11] == 0.0
+    d32 = _encoded('32FC1').copy()
+    d32[0, 0] = np.inf
+    d32[0, 1] = -1.0
+    out32 = pre(d32, '32FC1')
+    assert np.isfinite(out32).all() and out32[0, 0, 0, 0] == 0 and out32[0, 0, 0, 1] == 0
+    out16[0, 0, 0, :2] = 0.0
+    np.testing.assert_allclose(out32, out16, atol=1e-3)   # mm rounding of the same scene
+    # depth_scale describes the 16-bit unit: 0.1 mm units give 10x less metres.
+    tenth = Preprocessor(_spec(encoding='16UC1', height=60, width=80, mean=(0.0,),
+                               std=(1.0,), scale=1.0, depth_scale=0.0001))(d16, '16UC1')
+    np.testing.assert_allclose(tenth, metres / 10, atol=1e-6)
+
+
+@pytest.mark.parametrize('model,frame', [('rgb8', 'mono8'), ('rgb8', '16UC1'),
+                                         ('16UC1', 'rgb8'), ('mono8', '32FC1')])
+def test_wrong_kind_of_frame_is_refused(model, frame):
+    channels = 3 if model == 'rgb8' else 1
+    spec = _spec(encoding=model, mean=(0.0,) * channels, std=(1.0,) * channels)
+    with pytest.raises(FrameError) as info:
+        Preprocessor(spec)(np.ascontiguousarray(_encoded(frame)), frame)
+    assert info.value.reason == 'wrong_encoding'
+
+
+def test_crop_is_applied_before_resize_and_checked_against_the_frame():
+    frame = _scene()
+    spec = _spec(height=20, width=30, crop=(40, 30, 30, 20), layout='NHWC')
+    out = Preprocessor(spec)(frame, 'rgb8')
+    np.testing.assert_allclose(out[0], frame[30:50, 40:70] / 255.0, atol=1e-6)
+    with pytest.raises(FrameError) as info:
+        Preprocessor(_spec(crop=(60, 0, 40, 40)))(frame, 'rgb8')
+    assert info.value.reason == 'crop_outside_frame'
+
+
+def test_model_colour_order_is_honoured():
+    frame = _scene()
+    rgb = Preprocessor(_spec(encoding='rgb8'))(frame, 'rgb8').copy()
+    bgr = Preprocessor(_spec(encoding='bgr8'))(frame, 'rgb8')
+    np.testing.assert_array_equal(bgr[0], rgb[0, ::-1])
+
+
+def test_float16_and_uint8_tensors():
+    frame = _scene()
+    spec16 = _spec(dtype='float16', mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    out16 = Preprocessor(spec16)(frame, 'rgb8')
+    assert out16.dtype == np.float16
+    np.testing.assert_allclose(out16.astype(np.float32),
+                               reference_preprocess(frame, 'rgb8', spec16), atol=5e-3)
+    spec8 = _spec(dtype='uint8', layout='NHWC')
+    out8 = Preprocessor(spec8)(frame, 'bgr8')
+    assert out8.dtype == np.uint8
+    np.testing.assert_array_equal(out8, reference_preprocess(frame, 'bgr8', spec8))
+
+
+# --------------------------------------------------------------------------- copies
+
+def test_at_most_one_frame_copy_between_message_and_tensor():
+    """A 640x480 frame becomes a 224x224 tensor without any full-size intermediate."""
+    frame = RNG.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    data = array.array('B', frame.tobytes())
+    spec = _spec(height=224, width=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    pipe = CameraPipeline(spec)
+    item = RawFrame(data, 480, 640, 'rgb8', 1920)
+    pipe(item)                                   # first call allocates the output tensor
+    tracemalloc.start()
+    try:
+        pipe(item)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < frame.nbytes / 20, peak        # scratch buffers are reused between calls
+    np.testing.assert_allclose(pipe(item), reference_preprocess(frame, 'rgb8', spec),
+                               atol=1e-5)
+    # A byte-swapped depth frame costs exactly one (cropped) copy.
+    d = RNG.integers(0, 5000, (480, 640, 1)).astype(np.uint16)
+    ddata, step = _frame_bytes(d, big=True)
+    dpipe = CameraPipeline(_spec(encoding='16UC1', height=224, width=224, mean=(0.0,),
+                                 std=(1.0,)))
+    ditem = RawFrame(ddata, 480, 640, '16UC1', step, True)
+    dpipe(ditem)
+    tracemalloc.start()
+    try:
+        dpipe(ditem)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < d.nbytes * 1.5, peak
+
+
+# --------------------------------------------------------------------------- compressed
+
+def _compressed(frame, ext, params=()):
+    ok, data = cv2.imencode(ext, frame, list(params))
+    assert ok
+    return data.tobytes()
+
+
+def test_jpeg_matches_raw_within_jpeg_tolerance():
+    rgb = cv2.resize(_scene(), (640, 480), interpolation=cv2.INTER_LINEAR)
+    jpeg = _compressed(rgb[:, :, ::-1], '.jpg', (cv2.IMWRITE_JPEG_QUALITY, 90))
+    spec = _spec(height=96, width=128)
+    raw = CameraPipeline(spec)(RawFrame(array.array('B', rgb.tobytes()), 480, 640, 'rgb8',
+                                        1920)).copy()
+    full = CameraPipeline(spec)(CompressedFrame(jpeg, 'rgb8; jpeg compressed bgr8')).copy()
+    fast_pipe = CameraPipeline(spec, fast_jpeg=True)
+    assert fast_pipe.preprocess.max_reduction(640, 480) == 4
+    fast = fast_pipe(CompressedFrame(jpeg, 'jpeg'))
+    for got in (full, fast):
+        err = np.abs(got - raw) * 255
+        assert err.mean() < 1.5 and err.max() < 12, (err.mean(), err.max())
+
+
+def test_png_is_lossless_including_16_bit_depth_and_alpha():
+    rgb = _scene()
+    spec = _spec()
+    raw = Preprocessor(spec)(rgb, 'rgb8').copy()
+    png = _compressed(np.dstack([rgb[:, :, ::-1], np.full(rgb.shape[:2], 9, np.uint8)]),
+                      '.png')
+    np.testing.assert_array_equal(CameraPipeline(spec)(CompressedFrame(png, 'png')), raw)
+    d16 = _encoded('16UC1')
+    dspec = _spec(encoding='16UC1', mean=(0.0,), std=(1.0,), scale=1.0)
+    want = Preprocessor(dspec)(d16, '16UC1').copy()
+    got = CameraPipeline(dspec)(CompressedFrame(_compressed(d16[:, :, 0], '.png'),
+                                                '16UC1; png compressed mono16'))
+    np.testing.assert_array_equal(got, want)
+    # compressed_depth_image_transport: a 12-byte header, then the PNG.
+    header = struct.pack('<iff', 0, 0.0, 0.0)
+    got = CameraPipeline(dspec)(CompressedFrame(header + _compressed(d16[:, :, 0], '.png'),
+                                                '16UC1; compressedDepth png'))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_compressed_depth_32fc1_inverse_depth_quantisation():
+    depth = _depth_m().astype(np.float32)
+    a, b = 100.0, 10.0      # image_transport: v = a / d + b
+    v = np.where(depth > 0, a / np.where(depth > 0, depth, 1) + b, 0)
+    png = _compressed(np.round(v).astype(np.uint16), '.png')
+    img, enc = decode_compressed(struct.pack('<iff', 0, a, b) + png,
+                                 '32FC1; compressedDepth png')
+    assert enc == '32FC1' and img.dtype == np.float32
+    ok = depth > 0
+    np.testing.assert_allclose(img[:, :, 0][ok], depth[ok], rtol=0.02)
+    assert np.isnan(img[:, :, 0][~ok]).all()
+
+
+def test_undecodable_payload_is_a_frame_error():
+    with pytest.raises(FrameError) as info:
+        CameraPipeline(_spec())(CompressedFrame(b'\xff\xd8garbage' * 10, 'jpeg'))
+    assert info.value.reason == 'decode_failed'
+
+
+def test_jpeg_header_reads_size_without_decoding():
+    jpeg = _compressed(_scene(), '.jpg')
+    assert jpeg_header(jpeg) == (80, 60, 3)
+    assert jpeg_header(array.array('B', jpeg)) == (80, 60, 3)
+    grey = _compressed(_scene()[:, :, 0], '.jpg')
+    assert jpeg_header(grey) == (80, 60, 1)
+    assert jpeg_header(_compressed(_scene(), '.png')) is None
+
+
+# --------------------------------------------------------------------------- several cameras
+
+def test_tensor_builder_parallel_equals_serial_and_names_the_bad_camera():
+    rgb = cv2.resize(_scene(), (320, 240))
+    specs = [_spec(name='front', input='image_front'),
+             _spec(name='wrist', input='image_wrist', encoding='bgr8', crop=(0, 0, 200, 200)),
+             _spec(name='depth', input='image_depth', encoding='32FC1', mean=(0.0,),
+                   std=(1.0,), scale=1.0)]
+    d16 = cv2.resize(_encoded('16UC1'), (320, 240), interpolation=cv2.INTER_NEAREST)
+    frames = {
+        'front': CompressedFrame(_compressed(rgb[:, :, ::-1], '.jpg'), 'jpeg'),
+        'wrist': RawFrame(array.array('B', rgb.tobytes()), 240, 320, 'rgb8', 960),
+        'depth': RawFrame(array.array('B', d16.tobytes()), 240, 320, '16UC1', 640),
+    }
+    serial, parallel = TensorBuilder(specs, 1), TensorBuilder(specs, 3)
+    try:
+        a = {k: v.copy() for k, v in serial(frames).items()}
+        b = parallel(frames)
+        assert set(a) == {'front', 'wrist', 'depth'}
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+        bad = dict(frames, wrist=RawFrame(b'\0' * 10, 240, 320, 'rgb8', 960))
+        with pytest.raises(FrameError) as info:
+            parallel(bad)
+        assert info.value.reason == 'bad_size' and "'wrist'" in str(info.value)
+    finally:
+        serial.close()
+        parallel.close()

@@ -1,14 +1,25 @@
-"""Assemble observations (latest frame per camera + joint state) for one inference."""
+"""Assemble observations (latest frame per camera + joint state) for one inference.
 
+An observation is the latest frame of every camera plus the joint state closest in time to
+the newest of those frames, with every part within ``max_skew_s`` of the others and none
+older than ``max_age_s``. Otherwise ``take`` raises NotReady with a reason code that the
+node counts on /diagnostics. The observation's stamp is its oldest part's stamp.
+"""
+
+import bisect
+from collections import deque
 from dataclasses import dataclass
+import math
 import threading
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 WAITING_CAMERA = 'waiting_for_camera'
 WAITING_STATE = 'waiting_for_state'
 STALE = 'observation_stale'
+SKEWED = 'observation_skewed'
+FROM_FUTURE = 'observation_from_future'
 NO_NEW_FRAME = 'no_new_frame'
 
 
@@ -22,34 +33,67 @@ class NotReady(Exception):
 
 @dataclass
 class Observation:
-    """Frames (opaque items, by camera name), joint state and the observation stamp."""
+    """Frames (opaque items, by camera name), joint state and the observation stamps."""
 
     frames: Dict[str, Any]
     state: np.ndarray
-    stamp_s: float          # the oldest stamp among the parts
+    stamp_s: float                      # the oldest stamp among the parts
+    newest_s: float = math.nan          # the newest stamp among the parts
+    state_stamp_s: float = math.nan
+    received_s: Optional[float] = None  # receive time of the newest frame (caller's clock)
+
+    @property
+    def skew_s(self) -> float:
+        """Return the spread of the parts' stamps (s)."""
+        return self.newest_s - self.stamp_s
 
 
 class ObservationAssembler:
-    """Thread-safe latest-value store; ``take`` returns each new observation once."""
+    """Thread-safe latest-value store; ``take`` returns each new observation once.
 
-    def __init__(self, camera_names: Sequence[str], max_age_s: float) -> None:
-        """Track ``camera_names``; refuse observations older than ``max_age_s``."""
+    Joint states are kept for a short history so that the state paired with the frames is
+    the one measured closest to them, not merely the latest.
+    """
+
+    def __init__(self, camera_names: Sequence[str], max_age_s: float,
+                 max_skew_s: float = math.inf, state_history: int = 256) -> None:
+        """Track ``camera_names``; refuse observations older or more spread than allowed."""
+        if not max_age_s > 0:
+            raise ValueError(f'max_age_s: must be > 0, got {max_age_s!r}')
+        if not max_skew_s >= 0:
+            raise ValueError(f'max_skew_s: must be >= 0, got {max_skew_s!r}')
         self.camera_names = tuple(camera_names)
         self.max_age_s = max_age_s
+        self.max_skew_s = max_skew_s
         self._lock = threading.Lock()
-        self._frames: Dict[str, Tuple[float, Any]] = {}
-        self._state: Optional[Tuple[float, np.ndarray]] = None
+        self._frames: Dict[str, Tuple[float, Any, Optional[float]]] = {}
+        self._state_t: Deque[float] = deque(maxlen=max(1, state_history))
+        self._state_q: Deque[np.ndarray] = deque(maxlen=max(1, state_history))
         self._last_used: Dict[str, float] = {}
 
-    def put_frame(self, camera: str, stamp_s: float, item: Any) -> None:
-        """Store the latest frame of ``camera``."""
+    def put_frame(self, camera: str, stamp_s: float, item: Any,
+                  received_s: Optional[float] = None) -> None:
+        """Store the latest frame of ``camera`` (``received_s``: when it arrived)."""
         with self._lock:
-            self._frames[camera] = (stamp_s, item)
+            self._frames[camera] = (stamp_s, item, received_s)
 
     def put_state(self, stamp_s: float, q: np.ndarray) -> None:
-        """Store the latest joint state."""
+        """Store a joint state; a stamp older than the last one restarts the history."""
         with self._lock:
-            self._state = (stamp_s, q)
+            if self._state_t and stamp_s < self._state_t[-1]:
+                self._state_t.clear()
+                self._state_q.clear()
+            self._state_t.append(stamp_s)
+            self._state_q.append(q)
+
+    def _state_near(self, t: float) -> Tuple[float, np.ndarray]:
+        stamps = self._state_t
+        i = bisect.bisect_left(stamps, t)
+        if i == len(stamps):
+            i -= 1
+        elif i > 0 and t - stamps[i - 1] < stamps[i] - t:
+            i -= 1
+        return stamps[i], self._state_q[i]
 
     def take(self, now_s: float) -> Observation:
         """Return the newest complete observation or raise NotReady with a reason."""
@@ -57,16 +101,23 @@ class ObservationAssembler:
             missing = [c for c in self.camera_names if c not in self._frames]
             if missing:
                 raise NotReady(WAITING_CAMERA, ', '.join(missing))
-            if self._state is None:
+            if not self._state_t:
                 raise NotReady(WAITING_STATE)
             frames = {c: self._frames[c] for c in self.camera_names}
-            state_stamp, q = self._state
-        if all(self._last_used.get(c) == frames[c][0] for c in self.camera_names):
-            raise NotReady(NO_NEW_FRAME)
-        stamps = [s for s, _ in frames.values()] + [state_stamp]
-        oldest = min(stamps)
+            if all(self._last_used.get(c) == frames[c][0] for c in self.camera_names):
+                raise NotReady(NO_NEW_FRAME)
+            cam_stamps = [s for s, _, _ in frames.values()]
+            state_stamp, q = self._state_near(max(cam_stamps))
+        oldest = min(min(cam_stamps), state_stamp)
+        newest = max(max(cam_stamps), state_stamp)
+        if newest - now_s > self.max_age_s:
+            raise NotReady(FROM_FUTURE, f'{newest - now_s:.3f} s ahead of this clock')
         if now_s - oldest > self.max_age_s:
             raise NotReady(STALE, f'{now_s - oldest:.3f} s old')
+        if newest - oldest > self.max_skew_s:
+            raise NotReady(SKEWED, f'parts {newest - oldest:.3f} s apart')
         for c in self.camera_names:
             self._last_used[c] = frames[c][0]
-        return Observation({c: item for c, (_, item) in frames.items()}, q, oldest)
+        received = [r for _, _, r in frames.values() if r is not None]
+        return Observation({c: item for c, (_, item, _) in frames.items()}, q, oldest,
+                           newest, state_stamp, max(received) if received else None)

@@ -1,14 +1,16 @@
 """Message <-> numpy conversions. No copies of image data on the way in."""
 
 import array
+import sys
 from typing import Dict, Optional, Sequence, Tuple
 
 from builtin_interfaces.msg import Duration, Time
+import cv2
 import numpy as np
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from wam_runtime.core.image import frame_view
+from wam_runtime.core.image import CompressedFrame, frame_view, PIXEL_FORMATS, RawFrame
 
 
 def s_to_time(t: float) -> Time:
@@ -29,18 +31,60 @@ def duration_to_s(d: Duration) -> float:
 
 
 def image_view(msg: Image) -> np.ndarray:
-    """Return a zero-copy (H, W, C) uint8 view of an Image message; raise FrameError."""
-    return frame_view(msg.data, msg.height, msg.width, msg.encoding, msg.step)
+    """Return a zero-copy (H, W, C) view of an Image message; raise FrameError."""
+    return frame_view(msg.data, msg.height, msg.width, msg.encoding, msg.step,
+                      bool(msg.is_bigendian))
+
+
+def raw_frame(msg: Image) -> RawFrame:
+    """Return the message's pixels as a RawFrame (references ``msg.data``, no copy)."""
+    return RawFrame(msg.data, msg.height, msg.width, msg.encoding, msg.step,
+                    bool(msg.is_bigendian))
+
+
+def compressed_frame(msg: CompressedImage) -> CompressedFrame:
+    """Return a CompressedImage as a CompressedFrame (references ``msg.data``, no copy)."""
+    return CompressedFrame(msg.data, msg.format)
 
 
 def image_msg(frame: np.ndarray, encoding: str, stamp: Time, frame_id: str = '') -> Image:
-    """Build an Image from an (H, W, C) uint8 array (one copy, never element-wise)."""
+    """Build an Image from an (H, W[, C]) array (one copy, never element-wise).
+
+    uint16 and float32 arrays keep their byte order (``is_bigendian`` says which).
+    """
     h, w = frame.shape[:2]
     channels = 1 if frame.ndim == 2 else frame.shape[2]
-    msg = Image(height=h, width=w, encoding=encoding, is_bigendian=0, step=w * channels)
+    step = w * channels * frame.dtype.itemsize
+    order = frame.dtype.byteorder
+    big = int(order == '>' or (order == '=' and sys.byteorder == 'big'))
+    msg = Image(height=h, width=w, encoding=encoding, is_bigendian=big, step=step)
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
     msg.data = array.array('B', np.ascontiguousarray(frame).tobytes())
+    return msg
+
+
+def compressed_image_msg(frame: np.ndarray, encoding: str, stamp: Time, fmt: str = 'jpeg',
+                         quality: int = 90, frame_id: str = '') -> CompressedImage:
+    """Compress a frame the way image_transport's compressed plugin does (tests, tools).
+
+    Colour is stored in OpenCV's BGR order; ``format`` reads like ``rgb8; jpeg compressed
+    bgr8``. ``fmt`` is 'jpeg' or 'png' (png keeps 16-bit depth).
+    """
+    order = PIXEL_FORMATS[encoding][2]
+    img = np.ascontiguousarray(frame)
+    if order in ('RGB', 'RGBA'):
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR if order == 'RGB' else cv2.COLOR_RGBA2BGRA)
+    stored = {'RGB': 'bgr8', 'BGR': 'bgr8', 'RGBA': 'bgra8', 'BGRA': 'bgra8', 'L': 'mono8',
+              'D': 'mono16'}[order]
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if fmt == 'jpeg' else []
+    ok, data = cv2.imencode('.jpg' if fmt == 'jpeg' else '.png', img, params)
+    if not ok:
+        raise ValueError(f'cannot encode {encoding} as {fmt}')
+    msg = CompressedImage(format=f'{encoding}; {fmt} compressed {stored}')
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.data = array.array('B', data.tobytes())
     return msg
 
 

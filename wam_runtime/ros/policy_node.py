@@ -1,111 +1,192 @@
 """policy_node: camera frames + joint states -> ONNX policy -> action chunks.
 
-Subscribes ``camera/<name>/image_raw`` for every camera in the model contract (sensor-data
-QoS) and ``joint_states``; publishes ``policy/action_chunk`` (JointTrajectory stamped with
-the observation time) and ``/diagnostics``. Inference runs on its own worker thread, woken by
-the first new frame once ``1 / inference_rate_hz`` has passed, so subscription callbacks never
-wait behind the model and a chunk is computed from a frame that has just arrived.
+Subscribes, for every camera in the model contract, ``camera/<name>/image_raw``
+(sensor_msgs/Image) or, for the cameras listed in ``compressed_cameras``,
+``camera/<name>/image_raw/compressed`` (sensor_msgs/CompressedImage), all with sensor-data
+QoS, and ``joint_states``; publishes ``policy/action_chunk`` (JointTrajectory stamped with
+the observation's oldest stamp), ``policy/surprise`` (std_msgs/Float32, when the contract
+declares a world model) and ``/diagnostics``. Callbacks only store references to the
+messages; inference runs on its own worker thread, woken by the first new frame once
+``1 / inference_rate_hz`` has passed, and only the frames an inference uses are decoded and
+preprocessed (cameras in parallel).
 """
 
+import os
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_impl
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data, QoSProfile
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Float32
 from trajectory_msgs.msg import JointTrajectory
 
-from wam_runtime.core.image import FrameError, Preprocessor
-from wam_runtime.core.inference import OnnxPolicy
-from wam_runtime.core.observation import NO_NEW_FRAME, NotReady, ObservationAssembler
+from wam_runtime.core.image import FrameError, TensorBuilder
+from wam_runtime.core.inference import OnnxPolicy, ProviderConfig
+from wam_runtime.core.observation import (
+    NO_NEW_FRAME, NotReady, Observation, ObservationAssembler, SKEWED)
 from wam_runtime.core.stats import RateMeter, RollingStats
+from wam_runtime.core.surprise import METRICS, SurpriseMonitor
 from wam_runtime.ros.common import (
     ConfigError, declare_params, diagnostic_array, now_s, ParamSpec, run_node, stamp_to_s)
 from wam_runtime.ros.conversions import (
-    image_view, JointStateMapper, s_to_time, trajectory_msg)
+    compressed_frame, JointStateMapper, raw_frame, s_to_time, trajectory_msg)
 
 PARAMS = (
     ParamSpec('model_path', Parameter.Type.STRING,
               'Path of the ONNX model carrying a wam_runtime.contract metadata entry.'),
+    ParamSpec('model_sha256', '',
+              'SHA-256 (64 hex digits) the model file must have; empty = not checked.'),
     ParamSpec('providers', ['CPUExecutionProvider'],
-              'ONNX Runtime execution providers in priority order; unavailable ones are '
-              'skipped with a log line.'),
+              'ONNX Runtime execution providers in priority order (for example '
+              'TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider); '
+              'unavailable ones are skipped and the fallback is logged once with the reason.'),
+    ParamSpec('cuda_device_id', 0, 'CUDA device for the CUDA and TensorRT providers.'),
+    ParamSpec('tensorrt_fp16', False, 'Let TensorRT build float16 engines.'),
+    ParamSpec('tensorrt_engine_cache_path', '',
+              'Folder for cached TensorRT engines (empty = no cache; engines are rebuilt at '
+              'every start).'),
     ParamSpec('intra_op_num_threads', 0, 'ONNX Runtime intra-op threads (0 = library '
                                          'default).'),
+    ParamSpec('inter_op_num_threads', 0, 'ONNX Runtime inter-op threads (0 = library '
+                                         'default).'),
+    ParamSpec('io_binding', True,
+              'Bind inputs and outputs in place (IO binding) where the provider allows it.'),
     ParamSpec('inference_rate_hz', 10.0, 'Maximum inferences per second (Hz).'),
     ParamSpec('max_observation_age_s', 0.5,
               'An observation whose oldest part is older than this (s) is not used.'),
+    ParamSpec('max_observation_skew_s', 0.1,
+              'An observation whose frames and joint state are further apart than this (s) '
+              'is not used.'),
+    ParamSpec('compressed_cameras', Parameter.Type.STRING_ARRAY,
+              'Contract cameras read as sensor_msgs/CompressedImage (jpeg, png, '
+              'compressedDepth) from camera/<name>/image_raw/compressed.', optional=True),
+    ParamSpec('preprocess_threads', 0,
+              'Threads that decode and preprocess the cameras of one observation (0 = one '
+              'per camera, at most one per CPU; 1 = serial).'),
+    ParamSpec('fast_jpeg_decode', False,
+              'Decode JPEG frames at 1/2, 1/4 or 1/8 size when the model input is at most '
+              'that large (DCT scaling: faster, within JPEG tolerance of a full decode).'),
+    ParamSpec('surprise_metric', 'mse',
+              f'World-model prediction error on policy/surprise: one of {list(METRICS)}.'),
     ParamSpec('joint_names', Parameter.Type.STRING_ARRAY,
               "The robot's joints; when set, a model whose action joints differ is refused at "
               'startup.', optional=True),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of /diagnostics messages (s).'),
 )
 
+# Rejections that mean "no inference this time" rather than "a bad input".
+_OBSERVATION_REASONS = ('observation_stale', 'observation_skewed', 'observation_from_future')
+
 
 class PolicyNode(Node):
-    """Thin wiring of OnnxPolicy + Preprocessor + ObservationAssembler to topics."""
+    """Thin wiring of OnnxPolicy + TensorBuilder + ObservationAssembler to topics."""
 
     def __init__(self, node_name: str = 'policy_node') -> None:
         super().__init__(node_name)
         p = declare_params(self, PARAMS)
-        if p['inference_rate_hz'] <= 0:
-            raise ConfigError('inference_rate_hz: must be > 0')
-        if p['max_observation_age_s'] <= 0:
-            raise ConfigError('max_observation_age_s: must be > 0')
-        self.policy = OnnxPolicy(p['model_path'], providers=list(p['providers']),
-                                 intra_op_num_threads=p['intra_op_num_threads'],
-                                 log=self.get_logger().info)
+        for key in ('inference_rate_hz', 'max_observation_age_s', 'diagnostics_period_s'):
+            if not p[key] > 0:
+                raise ConfigError(f'{key}: must be > 0')
+        if not p['max_observation_skew_s'] >= 0:
+            raise ConfigError('max_observation_skew_s: must be >= 0')
+        if p['preprocess_threads'] < 0:
+            raise ConfigError('preprocess_threads: must be >= 0 (0 = automatic)')
+        if p['surprise_metric'] not in METRICS:
+            raise ConfigError(f'surprise_metric: {p["surprise_metric"]!r} is not one of '
+                              f'{list(METRICS)}')
+        self.policy = OnnxPolicy(
+            p['model_path'], providers=list(p['providers']),
+            intra_op_num_threads=p['intra_op_num_threads'],
+            inter_op_num_threads=p['inter_op_num_threads'],
+            provider_config=ProviderConfig(p['cuda_device_id'], p['tensorrt_fp16'],
+                                           p['tensorrt_engine_cache_path']),
+            model_sha256=p['model_sha256'], io_binding=p['io_binding'],
+            log=self.get_logger().info, warn=self.get_logger().warning)
         contract = self.policy.contract
         self.contract = contract
+        cam_names = [c.name for c in contract.cameras]
         if p['joint_names'] is not None and set(p['joint_names']) != set(
                 contract.action.joint_names):
             raise ConfigError(f'joint_names: the robot has {list(p["joint_names"])} but the '
                               f'model acts on {list(contract.action.joint_names)}')
-        self.preprocessors = {c.name: Preprocessor(c) for c in contract.cameras}
-        self.assembler = ObservationAssembler([c.name for c in contract.cameras],
-                                              p['max_observation_age_s'])
+        compressed = list(p['compressed_cameras'] or [])
+        unknown = sorted(set(compressed) - set(cam_names))
+        if unknown:
+            raise ConfigError(f'compressed_cameras: {unknown} are not cameras of the model '
+                              f'(cameras: {cam_names})')
+        threads = p['preprocess_threads'] or min(len(cam_names), os.cpu_count() or 1)
+        self.tensors = TensorBuilder(contract.cameras, threads, p['fast_jpeg_decode'])
+        self.assembler = ObservationAssembler(cam_names, p['max_observation_age_s'],
+                                              p['max_observation_skew_s'])
         self.state_mapper = JointStateMapper(contract.state.joint_names)
+        wm = contract.world_model
+        self.surprise = None if wm is None else SurpriseMonitor(
+            p['surprise_metric'], max_gap_s=max(2.5 / p['inference_rate_hz'],
+                                                2.5 * wm.prediction_dt_s))
         self._lock = threading.Lock()
         self.counters: Dict[str, int] = {}
+        self._reported: Dict[str, int] = {}
         self.overhead = RollingStats(1000)
+        self.preprocess_time = RollingStats(1000)
+        self.wakeup = RollingStats(1000)
         self.obs_age = RollingStats(1000)
+        self.obs_skew = RollingStats(1000)
         self.chunk_rate = RateMeter()
-        self.frames_in = {c.name: RateMeter() for c in contract.cameras}
+        self.frames_in = {name: RateMeter() for name in cam_names}
 
         self.chunk_pub = self.create_publisher(JointTrajectory, 'policy/action_chunk',
                                                QoSProfile(depth=10))
+        self.surprise_pub = None if wm is None else self.create_publisher(
+            Float32, 'policy/surprise', QoSProfile(depth=10))
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._subs: List = []
-        for cam in contract.cameras:
-            self._subs.append(self.create_subscription(
-                Image, f'camera/{cam.name}/image_raw',
-                lambda msg, name=cam.name: self._on_image(name, msg), qos_profile_sensor_data))
+        for name in cam_names:
+            if name in compressed:
+                self._subs.append(self.create_subscription(
+                    CompressedImage, f'camera/{name}/image_raw/compressed',
+                    lambda msg, n=name: self._on_frame(n, msg, compressed_frame(msg)),
+                    qos_profile_sensor_data))
+            else:
+                self._subs.append(self.create_subscription(
+                    Image, f'camera/{name}/image_raw',
+                    lambda msg, n=name: self._on_frame(n, msg, raw_frame(msg)),
+                    qos_profile_sensor_data))
         self._subs.append(self.create_subscription(JointState, 'joint_states', self._on_joints,
                                                    qos_profile_sensor_data))
         self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics)
         self._period_s = 1.0 / p['inference_rate_hz']
-        self._new_frame = threading.Event()
+        # Waiting this long for the other cameras' next frames is cheaper than a rejection.
+        self._skew_wait_s = min(p['max_observation_skew_s'], self._period_s)
+        self._new_frame = threading.Event()   # wakes the worker: a frame arrived
+        self._new_data = threading.Event()    # a frame or a joint state arrived
         self._running = True
         self._worker = threading.Thread(target=self._worker_loop, name='inference',
                                         daemon=True)
         self._worker.start()
+        if wm is not None and abs(self._period_s - wm.prediction_dt_s) > 0.5 * self._period_s:
+            self.get_logger().info(
+                f'world model predicts {wm.prediction_dt_s} s ahead but inference runs every '
+                f'{self._period_s:.3f} s: policy/surprise compares across that gap')
         self.get_logger().info(
-            f'policy {contract.name!r}: cameras {[c.name for c in contract.cameras]}, '
+            f'policy {contract.name!r}: cameras {cam_names} (compressed: {compressed}), '
             f'{contract.action.horizon} steps x {contract.action.dt_s} s, '
-            f'providers {self.policy.providers}')
+            f'providers {self.policy.providers}, io binding {self.policy.io_binding}')
 
     def _count(self, reason: str) -> None:
         with self._lock:
             self.counters[reason] = self.counters.get(reason, 0) + 1
 
-    def _on_image(self, camera: str, msg: Image) -> None:
-        self.frames_in[camera].tick(time.monotonic())
-        self.assembler.put_frame(camera, stamp_to_s(msg.header.stamp), msg)
+    def _on_frame(self, camera: str, msg, item) -> None:
+        t = time.monotonic()
+        self.frames_in[camera].tick(t)
+        self.assembler.put_frame(camera, stamp_to_s(msg.header.stamp), item, t)
         self._new_frame.set()
+        self._new_data.set()
 
     def _on_joints(self, msg: JointState) -> None:
         try:
@@ -114,6 +195,7 @@ class PolicyNode(Node):
             self._count('joint_state_rejected')
             return
         self.assembler.put_state(stamp_to_s(msg.header.stamp), q)
+        self._new_data.set()
 
     def _worker_loop(self) -> None:
         next_allowed = 0.0
@@ -126,71 +208,121 @@ class PolicyNode(Node):
                 time.sleep(wait)
                 self._new_frame.clear()
                 continue
-            self._new_frame.clear()
-            next_allowed = time.monotonic() + 0.9 * self._period_s
+            started = time.monotonic()
             try:
-                self._infer()
+                attempted = self._infer()
             except _rclpy_impl.RCLError:
                 if self.context.ok():
                     raise
                 return   # rclpy shut down while this thread was publishing
             except Exception as exc:  # noqa: B902 - keep the worker alive; fail closed
                 # No chunk is published, so the safety controller times out and holds.
+                attempted = True
                 self._count('inference_error')
                 self.get_logger().error(f'inference failed: {exc}', throttle_duration_sec=5.0)
+            if attempted:
+                next_allowed = started + 0.9 * self._period_s
 
     def destroy_node(self) -> None:
-        """Stop the inference worker, then the node."""
+        """Stop the inference worker and the preprocessing threads, then the node."""
         self._running = False
         self._new_frame.set()
+        self._new_data.set()
         if self._worker.is_alive():
             self._worker.join(timeout=2.0)
+        self.tensors.close()
         super().destroy_node()
 
-    def _infer(self) -> None:
-        t_start = time.perf_counter()
-        try:
-            obs = self.assembler.take(now_s(self))
-        except NotReady as exc:
-            if exc.reason != NO_NEW_FRAME:
-                self._count(exc.reason)
-            return
-        tensors = {}
-        for cam in self.contract.cameras:
-            msg = obs.frames[cam.name]
+    def _take(self) -> Tuple[Optional[Observation], bool]:
+        """Return (observation or None, whether this counts as an inference attempt)."""
+        deadline = time.monotonic() + self._skew_wait_s
+        while True:
+            self._new_frame.clear()
+            self._new_data.clear()
             try:
-                tensors[cam.name] = self.preprocessors[cam.name](image_view(msg), msg.encoding)
-            except FrameError as exc:
-                self._count(f'frame_{exc.reason}')
-                return
+                return self.assembler.take(now_s(self)), True
+            except NotReady as exc:
+                left = deadline - time.monotonic()
+                if exc.reason == SKEWED and left > 0 and self._running:
+                    self._new_data.wait(left)      # the lagging camera's frame or state
+                    continue
+                if exc.reason in _OBSERVATION_REASONS:
+                    self._count(exc.reason)
+                    return None, True
+                if exc.reason != NO_NEW_FRAME:
+                    self._count(exc.reason)
+                return None, False
+
+    def _infer(self) -> bool:
+        """Run one inference if an observation is ready; return whether one was attempted."""
+        obs, attempted = self._take()
+        if obs is None:
+            return attempted
+        if obs.received_s is not None:
+            self.wakeup.add(time.monotonic() - obs.received_s)
+        t0 = time.perf_counter()
+        try:
+            tensors = self.tensors(obs.frames)
+        except FrameError as exc:
+            self._count(f'frame_{exc.reason}')
+            self.get_logger().warning(f'frame rejected: {exc}', throttle_duration_sec=5.0)
+            return True
+        self.preprocess_time.add(time.perf_counter() - t0)
         out = self.policy.run(tensors, obs.state)
         act = self.contract.action
         self.chunk_pub.publish(trajectory_msg(act.joint_names, s_to_time(obs.stamp_s),
                                               act.dt_s, out.actions))
+        published = time.monotonic()
+        if obs.received_s is not None:
+            self.overhead.add(published - obs.received_s - out.inference_s)
         self.obs_age.add(now_s(self) - obs.stamp_s)
-        self.overhead.add(time.perf_counter() - t_start - out.inference_s)
-        self.chunk_rate.tick(time.monotonic())
+        self.obs_skew.add(obs.skew_s)
+        self.chunk_rate.tick(published)
+        if self.surprise is not None:
+            value = self.surprise.update(obs.stamp_s, out.embedding, out.predicted_embedding)
+            if value is not None:
+                self.surprise_pub.publish(Float32(data=value))
+        return True
 
     def _publish_diagnostics(self) -> None:
         with self._lock:
             counters = dict(self.counters)
         inf = self.policy.timing.summary(1e3)
         ovh = self.overhead.summary(1e3)
+        pre = self.preprocess_time.summary(1e3)
+        wake = self.wakeup.summary(1e3)
         age = self.obs_age.summary(1e3)
+        skew = self.obs_skew.summary(1e3)
         values = {
             'chunks_published': inf['count'], 'chunk_rate_hz': self.chunk_rate.rate_hz(),
             'inference_ms_p50': inf['p50'], 'inference_ms_p99': inf['p99'],
             'overhead_ms_p50': ovh['p50'], 'overhead_ms_p99': ovh['p99'],
+            'preprocess_ms_p50': pre['p50'], 'preprocess_ms_p99': pre['p99'],
+            'wakeup_ms_p50': wake['p50'], 'wakeup_ms_p99': wake['p99'],
             'observation_age_at_publish_ms_p50': age['p50'],
             'observation_age_at_publish_ms_p99': age['p99'],
+            'observation_skew_ms_p50': skew['p50'], 'observation_skew_ms_p99': skew['p99'],
             'provider': self.policy.providers[0],
+            'provider_fallback': self.policy.fallback or 'none',
+            'io_binding': self.policy.io_binding,
+            'model_sha256': self.policy.sha256,
         }
+        if self.surprise is not None:
+            s = self.surprise.stats.summary()
+            values.update({'surprise_last': self.surprise.last, 'surprise_p50': s['p50'],
+                           'surprise_p99': s['p99'], 'surprise_max': s['max'],
+                           'surprise_count': s['count']})
         for name, meter in self.frames_in.items():
             values[f'camera_{name}_rate_hz'] = meter.rate_hz()
         values.update({f'rejected_{k}': v for k, v in sorted(counters.items())})
         bad = sum(v for k, v in counters.items() if k.startswith(('frame_', 'joint_state')))
-        level = DiagnosticStatus.WARN if bad else DiagnosticStatus.OK
-        message = 'running' if not bad else f'{bad} inputs rejected'
+        recent = {k: counters.get(k, 0) - self._reported.get(k, 0)
+                  for k in _OBSERVATION_REASONS if counters.get(k, 0) > self._reported.get(k, 0)}
+        self._reported = counters
+        level = DiagnosticStatus.WARN if bad or recent else DiagnosticStatus.OK
+        parts = [f'{bad} inputs rejected'] if bad else []
+        parts += [f'{n} x {k}' for k, n in sorted(recent.items())]
+        message = '; '.join(parts) if parts else 'running'
         self.diag_pub.publish(diagnostic_array(self, f'{self.get_name()}: policy', level,
                                                message, values))
 

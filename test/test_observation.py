@@ -1,0 +1,106 @@
+"""Observation assembly: latest frames + the joint state nearest them, skew and age checks."""
+
+import math
+
+import numpy as np
+import pytest
+
+from wam_runtime.core.observation import (
+    FROM_FUTURE, NO_NEW_FRAME, NotReady, ObservationAssembler, SKEWED, STALE, WAITING_CAMERA,
+    WAITING_STATE)
+
+
+def _reason(asm, now):
+    with pytest.raises(NotReady) as info:
+        asm.take(now)
+    return info.value.reason
+
+
+def _q(v):
+    return np.full(2, v)
+
+
+def test_waits_for_every_camera_and_the_state():
+    asm = ObservationAssembler(['a', 'b'], max_age_s=0.5, max_skew_s=0.1)
+    assert _reason(asm, 10.0) == WAITING_CAMERA
+    asm.put_frame('a', 10.0, 'A0')
+    assert _reason(asm, 10.0) == WAITING_CAMERA
+    asm.put_frame('b', 10.0, 'B0')
+    assert _reason(asm, 10.0) == WAITING_STATE
+    asm.put_state(10.0, _q(1))
+    obs = asm.take(10.01)
+    assert obs.frames == {'a': 'A0', 'b': 'B0'} and obs.stamp_s == 10.0
+    assert _reason(asm, 10.02) == NO_NEW_FRAME       # each observation is returned once
+    asm.put_frame('b', 10.03, 'B1')                  # one new frame is enough
+    assert asm.take(10.04).frames == {'a': 'A0', 'b': 'B1'}
+
+
+def test_stamp_is_the_oldest_part_and_state_is_the_one_nearest_the_frames():
+    asm = ObservationAssembler(['a', 'b'], max_age_s=0.5, max_skew_s=0.1)
+    for i, t in enumerate(np.arange(9.90, 10.10, 0.01)):
+        asm.put_state(float(t), _q(i))
+    asm.put_frame('a', 10.000, 'A', received_s=5.0)
+    asm.put_frame('b', 10.031, 'B', received_s=5.2)
+    obs = asm.take(10.1)
+    # Nearest to the newest frame (10.031) is the state stamped 10.03, not the latest (10.09).
+    assert obs.state_stamp_s == pytest.approx(10.03)
+    np.testing.assert_array_equal(obs.state, _q(13))
+    assert obs.stamp_s == 10.0 and obs.newest_s == 10.031
+    assert obs.skew_s == pytest.approx(0.031)
+    assert obs.received_s == 5.2
+
+
+def test_skewed_parts_are_rejected_until_the_lagging_camera_catches_up():
+    asm = ObservationAssembler(['a', 'b'], max_age_s=1.0, max_skew_s=0.05)
+    asm.put_state(10.0, _q(0))
+    asm.put_frame('a', 10.0, 'A')
+    asm.put_frame('b', 9.9, 'B')              # 100 ms behind camera a
+    assert _reason(asm, 10.01) == SKEWED
+    asm.put_frame('b', 9.98, 'B1')
+    assert asm.take(10.01).frames['b'] == 'B1'
+
+
+def test_state_far_from_the_frames_is_skew():
+    asm = ObservationAssembler(['a'], max_age_s=1.0, max_skew_s=0.05)
+    asm.put_state(10.0, _q(0))
+    asm.put_frame('a', 10.2, 'A')
+    assert _reason(asm, 10.25) == SKEWED
+    asm.put_state(10.19, _q(1))
+    assert asm.take(10.25).state_stamp_s == 10.19
+
+
+def test_old_and_future_observations_are_rejected():
+    asm = ObservationAssembler(['a'], max_age_s=0.5, max_skew_s=0.1)
+    asm.put_state(10.0, _q(0))
+    asm.put_frame('a', 10.0, 'A')
+    assert _reason(asm, 10.51) == STALE
+    asm.put_frame('a', 10.6, 'A')
+    asm.put_state(10.6, _q(0))
+    assert _reason(asm, 10.0) == FROM_FUTURE
+    assert asm.take(10.6).stamp_s == 10.6
+
+
+def test_state_history_restarts_when_time_goes_back():
+    asm = ObservationAssembler(['a'], max_age_s=0.5, max_skew_s=0.1)
+    asm.put_state(100.0, _q(0))
+    asm.put_state(0.5, _q(1))                 # a simulator reset
+    asm.put_frame('a', 0.5, 'A')
+    obs = asm.take(0.55)
+    assert obs.state_stamp_s == 0.5 and obs.state[0] == 1
+
+
+def test_without_a_skew_limit_everything_recent_is_used():
+    asm = ObservationAssembler(['a', 'b'], max_age_s=0.5)
+    assert math.isinf(asm.max_skew_s)
+    asm.put_state(10.0, _q(0))
+    asm.put_frame('a', 10.0, 'A')
+    asm.put_frame('b', 9.6, 'B')
+    assert asm.take(10.0).stamp_s == 9.6
+
+
+@pytest.mark.parametrize('kwargs,field', [({'max_age_s': 0.0}, 'max_age_s'),
+                                          ({'max_age_s': 1.0, 'max_skew_s': -1.0},
+                                           'max_skew_s')])
+def test_bad_limits_are_refused(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        ObservationAssembler(['a'], **kwargs)
