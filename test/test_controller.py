@@ -305,3 +305,21 @@ def test_chunk_exhausted_stops():
     trace = run(ctl, 0.0, 0.4)
     assert ctl.counters.get(c.CHUNK_EXHAUSTED) == 1
     assert trace[-1][1].mode == c.MODE_HOLDING
+
+
+def test_speed_limit_slows_playback_and_zero_stops_then_resumes():
+    ctl = c.SafetyController(_cfg(command_timeout_s=5.0))
+    ctl.on_state(np.zeros(2), 0.0)
+    ctl.on_chunk(NAMES, 0.0, [0.1 * (k + 1) for k in range(30)],
+                 [[0.02 * (k + 1)] * 2 for k in range(30)], now_s=0.0)
+    run(ctl, 0.0, 0.5)
+    ctl.set_speed_limit(0.5)
+    run(ctl, 0.5, 1.0)
+    assert ctl.scheduler.speed == pytest.approx(0.5)
+    ctl.set_speed_limit(0.0)
+    trace = run(ctl, 1.0, 1.6)
+    assert trace[-1][1].mode == c.MODE_HOLDING
+    assert ctl.counters[c.SURPRISE_STOP] == 1
+    _check_limits(trace)
+    ctl.set_speed_limit(1.0)
+    assert run(ctl, 1.6, 1.7)[-1][1].mode == c.MODE_TRACKING

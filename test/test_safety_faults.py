@@ -350,3 +350,27 @@ def test_incident_bag_survives_killing_the_node(harness, safety, tmp_path):
     assert len(by_topic['joint_states']) > 20
     assert by_topic['safety/estop'][-1].data is True
     assert len(by_topic['commands']) > 20
+
+
+@pytest.mark.parametrize('safety', [{'surprise_slow_threshold': 0.1,
+                                     'surprise_stop_threshold': 0.5,
+                                     'surprise_recovery_s': 0.2,
+                                     'command_timeout_s': 5.0}], indirect=True)
+def test_world_model_surprise_slows_then_stops(ros_context, safety):
+    from std_msgs.msg import Float32
+    h = Harness(ros_context)
+    pub = h.node.create_publisher(Float32, 'policy/surprise', 10)
+    assert wait_for(lambda: len(h.commands) > 20, 40.0)
+    assert h.wait_matched() and wait_for(lambda: pub.get_subscription_count() > 0, 10.0)
+    h.chunk(h.motion_chunk(0.6, n=40))
+    assert wait_for(lambda: h.diag.get('mode') == 'tracking', 10.0)
+    pub.publish(Float32(data=0.3))                    # surprised: slow down
+    assert wait_for(lambda: float(h.diag.get('playback_speed', 1)) < 0.8, 5.0), h.diag
+    assert 'surprise_slow' in h.event_reasons()
+    pub.publish(Float32(data=2.0))                    # very surprised: controlled stop
+    assert wait_for(lambda: h.diag.get('mode') == 'holding', 5.0), h.diag
+    assert {'surprise_stop'} <= h.event_reasons()
+    h.assert_commands_in_limits()
+    pub.publish(Float32(data=0.0))                    # calm again: tracking resumes
+    assert wait_for(lambda: h.diag.get('mode') == 'tracking', 5.0), h.diag
+    assert safety.alive()

@@ -45,6 +45,7 @@ ESTOP_HEARTBEAT = 'estop_heartbeat_lost'
 STANDSTILL = 'standstill_drift'
 ESCALATION = 'intervention_escalation'
 DISABLING = 'disabling'
+SURPRISE_STOP = 'surprise_stop'
 
 MODE_DISABLED = 'disabled'
 MODE_WAITING = 'waiting_for_state'
@@ -178,7 +179,7 @@ class SafetyController:
         self._estop_time: Optional[float] = None
         self._recent: Deque[float] = deque()
         self._disable_requested = False
-        self.speed_scale = 1.0
+        self._surprise_stop = False
         self.counters: Dict[str, int] = {}
 
     # ------------------------------------------------------------------ bookkeeping
@@ -228,6 +229,16 @@ class SafetyController:
                 self.enabled = False
             else:
                 self._disable_requested = True
+
+    def set_speed_limit(self, scale: float, reason: str = '') -> None:
+        """Limit playback speed to ``scale`` in [0, 1]; 0 makes a controlled stop.
+
+        The world-model monitor uses this: slow down when the model is surprised, stop when
+        it is very surprised; tracking resumes when the scale rises again.
+        """
+        scale = float(scale) if np.isfinite(scale) else 0.0
+        self.scheduler.speed_cap = min(1.0, max(0.0, scale))
+        self._surprise_stop = scale <= 0.0
 
     def on_state(self, positions: np.ndarray, now_s: float) -> None:
         """Record measured positions in the controller's joint order."""
@@ -333,6 +344,8 @@ class SafetyController:
             return self._fault
         if self._disable_requested:
             return DISABLING
+        if self._surprise_stop:
+            return SURPRISE_STOP
         if now_s - self._state_time > cfg.state_timeout_s:
             return STATE_TIMEOUT
         if self._chunk is None:
@@ -376,9 +389,6 @@ class SafetyController:
             self._stop_reason = None
             self._hold_since = None
             requested = target
-            if self.speed_scale < 1.0:
-                requested = self._gate.position + self.speed_scale * (
-                    requested - self._gate.position)
             scaling = cfg.scaling
         gated = gate_step(requested, self._gate, cfg.limits, dt, cfg.control_period_s,
                           cfg.position_margin_rad, scaling, cfg.workspace_ok)

@@ -138,6 +138,7 @@ class ChunkScheduler:
         self._interval_est = 0.0
         self._last_arrival: Optional[float] = None
         self._count = 0
+        self.speed_cap = 1.0        # an outside limit on playback speed (e.g. surprise)
         self.stats = SchedulerStats()
 
     @property
@@ -280,8 +281,10 @@ class ChunkScheduler:
             target = max(cfg.min_playback_speed, remaining / need) if need > 0 else 1.0
         else:
             target = 1.0
+        target = min(target, self.speed_cap)
+        floor = min(cfg.min_playback_speed, self.speed_cap)
         step = cfg.speed_slew_per_s * dt
         self._speed = float(np.clip(target, self._speed - step, self._speed + step))
-        self._speed = min(1.0, max(cfg.min_playback_speed, self._speed))
+        self._speed = min(1.0, max(floor, self._speed))
         self.stats.min_playback_speed_seen = min(self.stats.min_playback_speed_seen,
                                                  self._speed)

@@ -27,7 +27,7 @@ from rclpy.service import Service
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension
+from std_msgs.msg import Bool, Float32, Float64MultiArray, MultiArrayDimension
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -37,6 +37,7 @@ from wam_runtime.core.incident import IncidentRecorder
 from wam_runtime.core.limits import format_limits_table, resolve_limits
 from wam_runtime.core.scheduler import BLEND_MODES, INTERPOLATIONS, SchedulerConfig
 from wam_runtime.core.stats import RateMeter, RollingStats
+from wam_runtime.core.surprise import SurpriseGovernor
 from wam_runtime.core.workspace import workspace_from_params
 from wam_runtime.ros.common import ConfigError, declare_params, diagnostic_array, now_s, \
     ParamSpec, run_node, stamp_to_s
@@ -104,6 +105,15 @@ PARAMS = (
     ParamSpec('crossfade_s', 0.1, 'crossfade duration (s).'),
     ParamSpec('min_playback_speed', 0.5, 'When inference falls behind, playback slows down '
                                          'to this fraction of real time.'),
+    ParamSpec('surprise_slow_threshold', 0.0, 'World-model surprise (policy/surprise) above '
+                                              'which playback slows down (0 = off).'),
+    ParamSpec('surprise_stop_threshold', 0.0, 'Surprise at or above which the controller '
+                                              'makes a controlled stop.'),
+    ParamSpec('surprise_min_scale', 0.25, 'Playback speed just below the stop threshold.'),
+    ParamSpec('surprise_recovery_s', 0.5, 'Surprise must stay low this long before speed '
+                                          'recovers (s).'),
+    ParamSpec('surprise_timeout_s', 0.0, 'With surprise monitoring on: no surprise message '
+                                         'for this long stops (s; 0 = off).'),
     ParamSpec('output_mode', 'forward_command', "'forward_command' (Float64MultiArray on "
                                                 "commands) or 'joint_trajectory' (single "
                                                 'point on joint_trajectory).'),
@@ -144,6 +154,8 @@ class SafetyControllerNode(LifecycleNode):
         self._entities: List = []
         self.params = declare_params(self, PARAMS)
         self.active = False
+        self.governor: Optional[SurpriseGovernor] = None
+        self._surprise_reason = 'nominal'
         self.mode = 'unconfigured'
         if self.params['autostart']:
             self.trigger_configure()
@@ -207,6 +219,15 @@ class SafetyControllerNode(LifecycleNode):
                                       min_playback_speed=p['min_playback_speed']),
             workspace_ok=guard.ok if guard else None,
             point_in_workspace=guard.point_ok if guard else None)
+        self.governor = None
+        if p['surprise_slow_threshold'] > 0 or p['surprise_stop_threshold'] > 0:
+            try:
+                self.governor = SurpriseGovernor(
+                    p['surprise_slow_threshold'],
+                    p['surprise_stop_threshold'] or float('inf'), p['surprise_min_scale'],
+                    p['surprise_recovery_s'], p['surprise_timeout_s'] or None)
+            except ValueError as exc:
+                raise ConfigError(f'surprise_{exc}') from None
         return ctl.SafetyController(config, enabled=False)
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -247,6 +268,7 @@ class SafetyControllerNode(LifecycleNode):
             self.create_subscription(JointState, 'joint_states', self._on_joints,
                                      qos_profile_sensor_data, raw=True),
             self.create_subscription(Bool, 'safety/estop', self._on_estop, qos),
+            self.create_subscription(Float32, 'policy/surprise', self._on_surprise, qos),
             self.create_service(SetBool, 'safety/enable', self._on_enable),
             self.create_service(Trigger, 'safety/reset', self._on_reset),
             self.create_timer(self.period, self._tick),
@@ -345,6 +367,11 @@ class SafetyControllerNode(LifecycleNode):
                                     'safety/reset')
             self._event(latched, '', float('nan'), float('nan'), None, 'e-stop pressed')
 
+    def _on_surprise(self, msg: Float32) -> None:
+        if self.governor is not None:
+            with self._lock:
+                self.governor.update(float(msg.data), now_s(self))
+
     def _on_enable(self, request, response):
         with self._lock:
             if request.data and not self.active:
@@ -368,8 +395,18 @@ class SafetyControllerNode(LifecycleNode):
     def _tick(self) -> None:
         t0 = time.perf_counter()
         now = now_s(self)
+        changed = None
         with self._lock:
+            if self.governor is not None:
+                decision = self.governor.scale(now)
+                self.core.set_speed_limit(decision.scale)
+                if decision.reason != self._surprise_reason:
+                    self._surprise_reason = changed = decision.reason
+                    self.core.count(decision.reason)
             result = self.core.tick(now)
+        if changed is not None:
+            self._event(changed, '', float('nan'), decision.scale, None,
+                        f'world-model surprise: speed scale {decision.scale:.2f}')
         self.mode = self.core.fault or result.mode
         if result.command is None:
             return
