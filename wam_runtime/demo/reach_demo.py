@@ -189,6 +189,11 @@ def run(seeds: Sequence[int], out_dir: str, config: str, model: str,
         'commands_outside_limits': outside,
         'inference_ms_p50': _float(policy_diag.get('inference_ms_p50')),
         'chunks_published': _float(policy_diag.get('chunks_published')),
+        'world_model_surprise': {k: _float(policy_diag.get(f'surprise_{k}'))
+                                 for k in ('p50', 'p99', 'max')},
+        'scheduler': {k: _float(safety_diag.get(k)) for k in (
+            'chunk_delay_ms_mean', 'chunk_delay_ms_worst', 'chunk_dropped_steps',
+            'splice_position_jump_max_rad', 'playback_speed_min')},
         'per_episode': episodes,
         'seeds': list(seeds),
         'model': model, 'config': config, 'ros_domain_id': domain,
