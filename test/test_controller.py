@@ -294,8 +294,12 @@ def test_clock_jumps_never_widen_the_window():
     ctl.on_state(before, 10.0)
     r = ctl.tick(10.0)      # +9.7 s: dt capped at one period, chunk long gone -> stop
     assert np.all(np.abs(r.command - before) <= DYN.max_velocity * 0.01 + 1e-9)
-    r2 = ctl.tick(5.0)      # backwards: one repeated command
+    r2 = ctl.tick(5.0)      # backwards: one repeated command, the old chunk is dropped
     np.testing.assert_array_equal(r2.command, r.command)
+    assert ctl.counters[c.CLOCK_JUMP_BACK] == 1
+    ctl.on_state(r2.command, 5.0)
+    ctl.on_chunk(*chunk(stamp=5.0), now_s=5.0)    # a chunk on the new time base is taken
+    assert ctl.tick(5.01).mode == c.MODE_TRACKING
 
 
 def test_chunk_exhausted_stops():

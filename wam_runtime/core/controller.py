@@ -46,6 +46,7 @@ STANDSTILL = 'standstill_drift'
 ESCALATION = 'intervention_escalation'
 DISABLING = 'disabling'
 SURPRISE_STOP = 'surprise_stop'
+CLOCK_JUMP_BACK = 'clock_jump_backward'
 
 MODE_DISABLED = 'disabled'
 MODE_WAITING = 'waiting_for_state'
@@ -366,6 +367,15 @@ class SafetyController:
             self._last_tick = now_s - cfg.control_period_s
         dt = now_s - self._last_tick      # <= 0 after a backward clock jump: one held tick
         self._last_tick = now_s
+        jumped = dt < -cfg.control_period_s
+        if jumped:
+            # Time went backwards (simulation reset, bag loop): every stamp we hold is now in
+            # the future. Drop the chunk so that new chunks are not refused as "older".
+            self.count(CLOCK_JUMP_BACK)
+            self._chunk = None
+            self.scheduler.clear()
+            self._chunk_time = -np.inf
+            self._state_time = min(self._state_time, now_s)
         stop = self._watchdogs(now_s)
         # The playback clock advances every tick, stopped or not.
         target = self.scheduler.sample(now_s) if self._chunk is not None else None
@@ -375,6 +385,9 @@ class SafetyController:
             elif target is None:
                 stop = CHUNK_EXHAUSTED  # the playback clock ran past the newest chunk
         result = TickResult(None, MODE_TRACKING)
+        if jumped:
+            result.interventions.append(Intervention(CLOCK_JUMP_BACK, '', float('nan'),
+                                                     float('nan')))
         if stop is not None:
             if stop and stop != self._stop_reason and stop != DISABLING:
                 if stop not in LATCHING:
