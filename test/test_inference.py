@@ -241,3 +241,13 @@ def test_a_failing_io_binding_falls_back_to_plain_run(generated_model, monkeypat
         'io binding disabled on CPUExecutionProvider (device copy failed)']
     out = pol.run({'scene': np.full((1, 3, 64, 64), 0.8, np.float32)}, np.zeros(6))
     assert out.actions.shape == (16, 6)
+
+
+def test_slow_model_output_stays_finite(tmp_path):
+    """The artificial load of a slow generated model must never overflow into the actions."""
+    path = str(tmp_path / 'slow.onnx')
+    onnx.save(build_model(delay_matmuls=30, delay_size=64), path)
+    for level in (0.0, 0.5, 1.0):
+        out = OnnxPolicy(path).run({'scene': np.full((1, 3, 64, 64), level, np.float32)},
+                                   np.zeros(6))
+        assert np.isfinite(out.actions).all()

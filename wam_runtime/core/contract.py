@@ -114,6 +114,21 @@ class WorldModelSpec:
 
 
 @dataclass(frozen=True)
+class PrefixSpec:
+    """Optional real-time-chunking inputs, fed from the chunk being executed.
+
+    ``actions_input`` [1, horizon, joints]: the previous chunk's targets due at this
+    observation's steps (row k at ``stamp + (k + 1) * dt_s``), in the model's action space,
+    its last row repeated past its end; ``delay_input`` [1] (int64 or float): the expected
+    inference delay in action steps, i.e. how many leading rows will be executed before
+    the new chunk can take over.
+    """
+
+    actions_input: str
+    delay_input: str
+
+
+@dataclass(frozen=True)
 class ModelContract:
     """The whole contract of one model."""
 
@@ -122,13 +137,17 @@ class ModelContract:
     state: StateSpec
     action: ActionSpec
     world_model: Optional[WorldModelSpec] = None
+    prefix: Optional[PrefixSpec] = None
     format_version: int = FORMAT_VERSION
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def input_names(self) -> List[str]:
         """Every graph input the contract feeds."""
-        return [c.input for c in self.cameras] + [self.state.input]
+        names = [c.input for c in self.cameras] + [self.state.input]
+        if self.prefix is not None:
+            names += [self.prefix.actions_input, self.prefix.delay_input]
+        return names
 
     def camera(self, name: str) -> CameraSpec:
         """Return the camera spec called ``name``."""
@@ -148,6 +167,8 @@ class ModelContract:
         }
         if self.world_model is not None:
             out['world_model'] = asdict(self.world_model)
+        if self.prefix is not None:
+            out['prefix'] = asdict(self.prefix)
         return out
 
     def to_json(self) -> str:
@@ -306,6 +327,13 @@ def _parse_world_model(d: Any, path: str) -> WorldModelSpec:
     )
 
 
+def _parse_prefix(d: Any, path: str) -> PrefixSpec:
+    d = _mapping(d, path)
+    return PrefixSpec(
+        actions_input=_str(_get(d, 'actions_input', path), f'{path}.actions_input'),
+        delay_input=_str(_get(d, 'delay_input', path), f'{path}.delay_input'))
+
+
 def parse_contract(data: Any) -> ModelContract:
     """Parse a contract from its JSON text or decoded object; raise ContractError."""
     if isinstance(data, (str, bytes)):
@@ -334,9 +362,12 @@ def parse_contract(data: Any) -> ModelContract:
         state=_parse_state(_get(d, 'state', path), f'{path}.state'),
         action=_parse_action(_get(d, 'action', path), f'{path}.action'),
         world_model=None if wm is None else _parse_world_model(wm, f'{path}.world_model'),
+        prefix=(None if d.get('prefix') is None
+                else _parse_prefix(d['prefix'], f'{path}.prefix')),
         format_version=version,
         extra={k: v for k, v in d.items() if k not in (
-            'format_version', 'name', 'cameras', 'state', 'action', 'world_model')},
+            'format_version', 'name', 'cameras', 'state', 'action', 'world_model',
+            'prefix')},
     )
     inputs = contract.input_names
     if len(set(inputs)) != len(inputs):
@@ -437,6 +468,27 @@ def validate_against_io(contract: ModelContract,
     _check_shape(shape, (1, len(st.joint_names)), 'contract.state.joint_names',
                  f'input {st.input!r}')
     fed.add(st.input)
+    pre = contract.prefix
+    if pre is not None:
+        act = contract.action
+        for key, expected, types in (
+                ('actions_input', (1, act.horizon, len(act.joint_names)), FLOAT_TYPES),
+                ('delay_input', None, FLOAT_TYPES + ('tensor(int64)', 'tensor(int32)'))):
+            name = getattr(pre, key)
+            if name not in inputs:
+                raise ContractError(f'contract.prefix.{key}', f'the model has no input '
+                                                              f'{name!r} (inputs: '
+                                                              f'{sorted(inputs)})')
+            shape, typ = inputs[name]
+            if typ not in types:
+                raise ContractError(f'contract.prefix.{key}', f'input {name!r} is {typ}')
+            if expected is not None:
+                _check_shape(shape, expected, f'contract.prefix.{key}', f'input {name!r}')
+            elif len(shape) not in (1, 2) or any(isinstance(x, int) and x != 1
+                                                 for x in shape):
+                raise ContractError(f'contract.prefix.{key}', f'input {name!r} has shape '
+                                                              f'{list(shape)}, expected [1]')
+            fed.add(name)
     extra = sorted(set(inputs) - fed)
     if extra:
         raise ContractError('contract', f'the model has inputs the contract does not feed: '

@@ -271,6 +271,9 @@ class OnnxPolicy:
         # For delta actions: which state entry each action joint is relative to.
         self._delta_index = [st.joint_names.index(n) for n in act.joint_names] \
             if act.mode == 'delta' else None
+        # Where each action joint sits in the state (None if some action joint is not there).
+        self._act_state_index = [st.joint_names.index(n) for n in act.joint_names] \
+            if set(act.joint_names) <= set(st.joint_names) else None
         self._outputs = [act.output]
         wm = contract.world_model
         if wm is not None:
@@ -296,8 +299,38 @@ class OnnxPolicy:
         return {c.name: np.zeros(c.tensor_shape(), np.dtype(c.dtype))
                 for c in self.contract.cameras}
 
+    def prefix_feeds(self, prefix_actions: Optional[np.ndarray], delay_steps: int,
+                     state: np.ndarray) -> Dict[str, np.ndarray]:
+        """Build the real-time-chunking inputs from absolute targets (or None: none known).
+
+        ``prefix_actions`` (horizon, joints) are absolute targets due at this observation's
+        steps; they are mapped into the model's action space (normalised, minus the state
+        for delta actions). Without them the current state is repeated, with delay 0.
+        """
+        pre, act = self.contract.prefix, self.contract.action
+        q = np.asarray(state, np.float64)
+        base = q[self._act_state_index] if self._act_state_index is not None else None
+        if prefix_actions is None:
+            if base is None:
+                raise ValueError('prefix: no previous chunk and no state for the action joints')
+            prefix_actions = np.repeat(base[None], act.horizon, axis=0)
+            delay_steps = 0
+        a = np.asarray(prefix_actions, np.float64)
+        if self._delta_index is not None:
+            a = a - q[self._delta_index]
+        a = (a - self._act_mean) / self._act_std
+        in_types = {i.name: i.type for i in self.session.get_inputs()}
+        dtype = np.float16 if in_types[pre.actions_input] == 'tensor(float16)' else np.float32
+        dtypes = {'tensor(int64)': np.int64, 'tensor(int32)': np.int32,
+                  'tensor(float16)': np.float16, 'tensor(float)': np.float32}
+        shape = [d if isinstance(d, int) else 1 for d in
+                 next(i.shape for i in self.session.get_inputs() if i.name == pre.delay_input)]
+        delay = np.full(shape, int(delay_steps), dtypes[in_types[pre.delay_input]])
+        return {pre.actions_input: a[None].astype(dtype), pre.delay_input: delay}
+
     def run(self, images: Mapping[str, np.ndarray], state: np.ndarray,
-            record: bool = True) -> PolicyOutput:
+            record: bool = True, prefix: Optional[Mapping[str, np.ndarray]] = None
+            ) -> PolicyOutput:
         """Infer one chunk from preprocessed camera tensors (by camera name) and joint state.
 
         ``state`` is in the order of ``contract.state.joint_names``. The returned actions are
@@ -306,6 +339,8 @@ class OnnxPolicy:
         """
         feeds = {c.input: images[c.name] for c in self.contract.cameras}
         q = np.asarray(state, np.float64)
+        if self.contract.prefix is not None:
+            feeds.update(prefix if prefix is not None else self.prefix_feeds(None, 0, q))
         feeds[self.contract.state.input] = \
             ((q.astype(np.float32) - self._state_mean) / self._state_std)[None].astype(
                 self._state_dtype, copy=False)

@@ -87,11 +87,14 @@ def build_model(joint_names: Sequence[str] = DEFAULT_JOINTS,
                 camera_overrides: Optional[Mapping[str, Mapping]] = None,
                 world_model_range: Optional[Tuple[float, float]] = None,
                 brightness_camera: Optional[str] = None,
-                float16_io: bool = False) -> onnx.ModelProto:
+                float16_io: bool = False, prefix: bool = False) -> onnx.ModelProto:
     """Build a generated model; ``contract`` replaces the metadata (for mismatch tests).
 
     Input shapes and types follow the contract the model is built for (``camera_overrides``
-    included), so depth, mono, cropped, NHWC and float16 cameras all work.
+    included), so depth, mono, cropped, NHWC and float16 cameras all work. With ``prefix``
+    the model takes real-time-chunking inputs ``prev_actions`` [1, H, J] and
+    ``delay_steps`` [1] (int64) and returns ``prev_actions`` for the first ``delay_steps``
+    rows: the chunk continues exactly what is being executed.
     """
     n = len(joint_names)
     centre = np.zeros(n) if centre is None else np.asarray(centre, float)
@@ -100,6 +103,9 @@ def build_model(joint_names: Sequence[str] = DEFAULT_JOINTS,
     io_type = TensorProto.FLOAT16 if float16_io else f32
     own_contract = make_contract_dict(joint_names, cameras, height, width, horizon, dt_s,
                                       world_model, camera_overrides)
+    if prefix:
+        own_contract['prefix'] = {'actions_input': 'prev_actions',
+                                  'delay_input': 'delay_steps'}
     built_for = parse_contract(own_contract)
     onnx_types = {'float32': f32, 'float16': TensorProto.FLOAT16, 'uint8': TensorProto.UINT8}
     nodes: List[onnx.NodeProto] = []
@@ -156,13 +162,28 @@ def build_model(joint_names: Sequence[str] = DEFAULT_JOINTS,
         inits.append(numpy_helper.from_array(np.array([0.0], np.float32), 'zero'))
         nodes.append(helper.make_node('Expand', ['bright', 'delay_shape'], ['m0']))
         prev = 'm0'
+        inits.append(numpy_helper.from_array(np.array([1.0 / delay_size], np.float32),
+                                             'delay_norm'))
         for i in range(delay_matmuls):
-            nodes.append(helper.make_node('MatMul', [prev, prev], [f'm{i + 1}']))
+            # Normalised so entries stay in [0, 1]: the load never overflows to Inf/NaN.
+            nodes.append(helper.make_node('MatMul', [prev, prev], [f'mm{i + 1}']))
+            nodes.append(helper.make_node('Mul', [f'mm{i + 1}', 'delay_norm'], [f'm{i + 1}']))
             prev = f'm{i + 1}'
         nodes += [helper.make_node('ReduceSum', [prev], ['msum'], keepdims=0),
                   helper.make_node('Mul', ['msum', 'zero'], ['mzero']),
                   helper.make_node('Add', [last, 'mzero'], ['actions_delayed'])]
         last = 'actions_delayed'
+    if prefix:
+        inputs += [helper.make_tensor_value_info('prev_actions', f32, [1, horizon, n]),
+                   helper.make_tensor_value_info('delay_steps', TensorProto.INT64, [1])]
+        inits += [numpy_helper.from_array(np.arange(horizon, dtype=np.int64)
+                                          .reshape(1, horizon, 1), 'step_index'),
+                  numpy_helper.from_array(np.array([1, 1, 1], np.int64), 'shape_delay')]
+        nodes += [helper.make_node('Reshape', ['delay_steps', 'shape_delay'], ['delay3']),
+                  helper.make_node('Less', ['step_index', 'delay3'], ['in_prefix']),
+                  helper.make_node('Where', ['in_prefix', 'prev_actions', last],
+                                   ['actions_prefixed'])]
+        last = 'actions_prefixed'
     nodes.append(helper.make_node('Cast', [last], ['actions'], to=io_type))
     if world_model:
         # Embedding: per-camera channel means; prediction: the same, clipped to the range

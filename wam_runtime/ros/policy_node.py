@@ -22,13 +22,14 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data, QoSProfile
 from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import Float32
+from std_msgs.msg import Float32, Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from wam_runtime.core.image import FrameError, TensorBuilder
 from wam_runtime.core.inference import OnnxPolicy, ProviderConfig
 from wam_runtime.core.observation import (
     NO_NEW_FRAME, NotReady, Observation, ObservationAssembler, SKEWED)
+from wam_runtime.core.realtime import ExecutionTracker
 from wam_runtime.core.stats import RateMeter, RollingStats
 from wam_runtime.core.surprise import METRICS, SurpriseMonitor
 from wam_runtime.ros.common import (
@@ -76,6 +77,13 @@ PARAMS = (
     ParamSpec('joint_names', Parameter.Type.STRING_ARRAY,
               "The robot's joints; when set, a model whose action joints differ is refused at "
               'startup.', optional=True),
+    ParamSpec('inference_trigger', 'rate',
+              "'rate': infer at inference_rate_hz; 'remaining': also start the next inference "
+              'as soon as the executing chunk (safety/execution feedback) has less than '
+              'trigger_remaining_s left, so that chunks follow each other without a gap.'),
+    ParamSpec('trigger_remaining_s', 0.0, 'Remaining horizon that triggers inference in '
+                                          "'remaining' mode (s; 0 = measured delay + one "
+                                          'step).'),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of /diagnostics messages (s).'),
 )
 
@@ -96,6 +104,9 @@ class PolicyNode(Node):
             raise ConfigError('max_observation_skew_s: must be >= 0')
         if p['preprocess_threads'] < 0:
             raise ConfigError('preprocess_threads: must be >= 0 (0 = automatic)')
+        if p['inference_trigger'] not in ('rate', 'remaining'):
+            raise ConfigError(f'inference_trigger: {p["inference_trigger"]!r} is not one of '
+                              "['rate', 'remaining']")
         if p['surprise_metric'] not in METRICS:
             raise ConfigError(f'surprise_metric: {p["surprise_metric"]!r} is not one of '
                               f'{list(METRICS)}')
@@ -158,6 +169,11 @@ class PolicyNode(Node):
                     qos_profile_sensor_data))
         self._subs.append(self.create_subscription(JointState, 'joint_states', self._on_joints,
                                                    qos_profile_sensor_data))
+        self.tracker = ExecutionTracker(contract.action.dt_s, contract.action.horizon)
+        self._trigger = p['inference_trigger']
+        self._trigger_remaining_s = p['trigger_remaining_s']
+        self._subs.append(self.create_subscription(Float64MultiArray, 'safety/execution',
+                                                   self._on_execution, QoSProfile(depth=10)))
         self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics)
         self._period_s = 1.0 / p['inference_rate_hz']
         # Waiting this long for the other cameras' next frames is cheaper than a rejection.
@@ -197,12 +213,20 @@ class PolicyNode(Node):
         self.assembler.put_state(stamp_to_s(msg.header.stamp), q)
         self._new_data.set()
 
+    def _on_execution(self, msg: Float64MultiArray) -> None:
+        if len(msg.data) >= 4:
+            stamp, _, remaining, speed = msg.data[:4]
+            self.tracker.on_feedback(stamp, remaining, speed, now_s(self))
+
     def _worker_loop(self) -> None:
         next_allowed = 0.0
         while self._running and self.context.ok():
             if not self._new_frame.wait(timeout=0.2):
                 continue
             wait = next_allowed - time.monotonic()
+            if wait > 0 and self._trigger == 'remaining' and \
+                    self.tracker.should_infer(now_s(self), self._trigger_remaining_s):
+                wait = 0.0        # the executing chunk is about to run out: go now
             if wait > 0:
                 # Too early: drop the wake-up and take the first frame after the period.
                 time.sleep(wait)
@@ -268,10 +292,16 @@ class PolicyNode(Node):
             self.get_logger().warning(f'frame rejected: {exc}', throttle_duration_sec=5.0)
             return True
         self.preprocess_time.add(time.perf_counter() - t0)
-        out = self.policy.run(tensors, obs.state)
+        prefix = None
+        if self.contract.prefix is not None:
+            targets, delay_steps = self.tracker.prefix(obs.stamp_s)
+            prefix = self.policy.prefix_feeds(targets, delay_steps, obs.state)
+        out = self.policy.run(tensors, obs.state, prefix=prefix)
         act = self.contract.action
         self.chunk_pub.publish(trajectory_msg(act.joint_names, s_to_time(obs.stamp_s),
                                               act.dt_s, out.actions))
+        self.tracker.on_published(obs.stamp_s, out.actions)
+        self.tracker.on_delay(now_s(self) - obs.stamp_s)
         published = time.monotonic()
         if obs.received_s is not None:
             self.overhead.add(published - obs.received_s - out.inference_s)

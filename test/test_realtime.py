@@ -1,0 +1,39 @@
+"""ExecutionTracker: inference trigger from execution feedback, and prefix construction."""
+
+import numpy as np
+import pytest
+
+from wam_runtime.core.realtime import ExecutionTracker
+
+
+def test_prefix_is_the_executing_chunk_at_the_new_step_times():
+    tr = ExecutionTracker(dt_s=0.05, horizon=4)
+    assert tr.prefix(1.0) == (None, 0)
+    old = np.array([[0.1], [0.2], [0.3], [0.4]])          # due at 1.05 .. 1.20
+    tr.on_published(1.0, old)
+    tr.on_delay(0.06)
+    targets, delay = tr.prefix(1.1)                         # new steps at 1.15 .. 1.30
+    np.testing.assert_allclose(targets[:, 0], [0.3, 0.4, 0.4, 0.4])
+    assert delay == 2                                        # 60 ms = 1.2 steps -> 2
+
+
+def test_feedback_selects_the_chunk_and_drives_the_trigger():
+    tr = ExecutionTracker(dt_s=0.05, horizon=16)
+    tr.on_published(1.0, np.zeros((16, 2)))
+    tr.on_published(1.1, np.ones((16, 2)))
+    assert tr.should_infer(2.0, 0.2) is None               # no feedback: use the rate
+    tr.on_feedback(1.0, remaining_s=0.5, speed=1.0, received_s=2.0)
+    assert tr.executing_chunk()[0] == pytest.approx(1.0)
+    assert tr.should_infer(2.1, 0.2) is False             # 0.4 s left
+    assert tr.should_infer(2.31, 0.2) is True             # 0.19 s left
+    tr.on_feedback(1.0, remaining_s=0.5, speed=0.5, received_s=2.0)
+    assert tr.remaining_s(2.4) == pytest.approx(0.3)      # slowed playback lasts longer
+    assert tr.remaining_s(2.6) is None                    # stale feedback
+
+
+def test_automatic_threshold_is_delay_plus_one_step():
+    tr = ExecutionTracker(dt_s=0.05, horizon=16)
+    tr.on_delay(0.1)
+    tr.on_feedback(0.0, remaining_s=0.2, speed=1.0, received_s=0.0)
+    assert tr.should_infer(0.0, 0.0) is False
+    assert tr.should_infer(0.06, 0.0) is True             # 0.14 s <= 0.1 + 0.05
