@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Callable, Dict, List
 
+from bench import chunks as chunks_bench
 from bench import preprocess as preprocess_bench
 from bench import safety as safety_bench
 import numpy as np
@@ -115,6 +116,7 @@ BENCHES: Dict[str, Callable] = {
     'policy_overhead': preprocess_bench.bench_policy_overhead,
     'gate_tick': safety_bench.bench_gate_tick,
     'command_jitter': safety_bench.bench_command_jitter,
+    'chunk_execution': chunks_bench.bench_chunk_execution,
 }
 
 

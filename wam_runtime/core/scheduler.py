@@ -56,8 +56,8 @@ class ChunkReport:
     stamp_s: float
     delay_s: float                 # arrival (now) - stamp
     dropped_steps: int             # steps already in the past on the playback clock
-    splice_position_jump: float    # max |new - old| at the splice time (rad)
-    splice_velocity_jump: float    # max |new' - old'| at the splice time (rad/s)
+    splice_position_jump: float    # max |new - old| where the new plan starts (rad)
+    splice_velocity_jump: float    # max |new' - old'| there (rad/s)
     playback_speed: float
     gap_s: float                   # time the previous coverage had already run out
 
@@ -210,11 +210,15 @@ class ChunkScheduler:
                        np.zeros_like(pos), tau, self._count)
         self._count += 1
         jump_p = jump_v = 0.0
-        if old is not None and tau <= old.end:
-            new_p, old_p = evaluate(track, tau, cubic), evaluate(old, tau, cubic)
-            jump_p = float(np.max(np.abs(new_p - old_p)))
-            jump_v = float(np.max(np.abs(_velocity(track, tau, cubic)
-                                         - _velocity(old, tau, cubic))))
+        if old is not None and len(times_s) and tau <= old.end:
+            # Disagreement of the two plans where the new one starts (before the blend-in
+            # from the last command, which hides it).
+            raw = _Track(times_s, positions, hermite_tangents(times_s, positions) if cubic
+                         else np.zeros_like(positions), tau, -1)
+            t = min(max(tau, float(times_s[0])), old.end)
+            jump_p = float(np.max(np.abs(evaluate(raw, t, cubic) - evaluate(old, t, cubic))))
+            jump_v = float(np.max(np.abs(_velocity(raw, t, cubic)
+                                         - _velocity(old, t, cubic))))
         if cfg.blend == 'latest':
             self._tracks = [track]
         elif cfg.blend == 'crossfade':

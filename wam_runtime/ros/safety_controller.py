@@ -18,6 +18,7 @@ import time
 from typing import List, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+import numpy as np
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
@@ -485,6 +486,14 @@ class SafetyControllerNode(LifecycleNode):
             'playback_speed_min': sched.min_playback_speed_seen,
             'coverage_gap_s_total': sched.gap_total_s,
         })
+        recent = list(sched.recent)
+        if recent:
+            jumps = np.array([[r.splice_position_jump, r.splice_velocity_jump] for r in recent])
+            p50, p99 = np.percentile(jumps, [50, 99], axis=0)
+            values.update({'splice_position_jump_rad_p50': p50[0],
+                           'splice_position_jump_rad_p99': p99[0],
+                           'splice_velocity_jump_rad_s_p50': p50[1],
+                           'splice_velocity_jump_rad_s_p99': p99[1]})
         if self.recorder is not None:
             values['incidents_written'] = len(self.recorder.written)
         values.update({f'count_{k}': v for k, v in sorted(counters.items())})
