@@ -18,11 +18,18 @@ def _start(proc_env, tmp_path, **extra):
 
 
 def _transition(node, tid):
+    """Trigger a lifecycle transition; a lost response is checked through get_state."""
     from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState
-    client = node.create_client(ChangeState, 'safety_controller/change_state')
-    assert client.wait_for_service(timeout_sec=30.0)
-    return _call(client, ChangeState.Request(transition=Transition(id=tid))).success
+    from lifecycle_msgs.srv import ChangeState, GetState
+    goal = {Transition.TRANSITION_CONFIGURE: 'inactive', Transition.TRANSITION_ACTIVATE:
+            'active', Transition.TRANSITION_DEACTIVATE: 'inactive'}[tid]
+    change = node.create_client(ChangeState, 'safety_controller/change_state')
+    state = node.create_client(GetState, 'safety_controller/get_state')
+    assert change.wait_for_service(timeout_sec=30.0) and state.wait_for_service(timeout_sec=5.0)
+    fut = change.call_async(ChangeState.Request(transition=Transition(id=tid)))
+    if wait_for(fut.done, 5.0):
+        return fut.result().success
+    return _call(state, GetState.Request()).current_state.label == goal
 
 
 def test_gate_starts_closed_and_follows_the_lifecycle(proc_env, tmp_path, ros_context):

@@ -49,10 +49,13 @@ def client(ros_context):
     return node
 
 
-def _call(client, request):
-    fut = client.call_async(request)
-    assert wait_for(fut.done, 10.0)
-    return fut.result()
+def _call(client, request, tries=3):
+    """Call an idempotent service, retrying when a response is lost."""
+    for _ in range(tries):
+        fut = client.call_async(request)
+        if wait_for(fut.done, 5.0):
+            return fut.result()
+    raise AssertionError(f'{client.srv_name} did not answer')
 
 
 def _set_seed(node, value):
@@ -61,6 +64,17 @@ def _set_seed(node, value):
     pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
     return _call(node.params, SetParameters.Request(
         parameters=[Parameter(name='episode_seed', value=pv)])).results[0]
+
+
+def _reset_with_seed(node, seed):
+    """Set the seed and reset; a lost response is retried with the seed set again."""
+    from std_srvs.srv import Trigger
+    for _ in range(3):
+        assert _set_seed(node, seed).successful
+        fut = node.reset.call_async(Trigger.Request())
+        if wait_for(fut.done, 5.0):
+            return fut.result()
+    raise AssertionError('sim/reset did not answer')
 
 
 def test_publishes_camera_joint_states_and_clock(sim, client):
@@ -109,8 +123,7 @@ def test_seeded_reset_reports_outcome_and_refuses_bad_seed(sim, client):
     assert client.params.wait_for_service(timeout_sec=10.0)
     bad = _set_seed(client, -5)
     assert not bad.successful and 'non-negative' in bad.reason
-    assert _set_seed(client, 10042).successful
-    res = _call(client.reset, Trigger.Request())
+    res = _reset_with_seed(client, 10042)
     assert res.success and 'seed 10042' in res.message
     assert wait_for(lambda: any(o['seed'] == 10042 for o in client.rec['outcome']), 15.0)
     outcome = next(o for o in client.rec['outcome'] if o['seed'] == 10042)
@@ -118,6 +131,6 @@ def test_seeded_reset_reports_outcome_and_refuses_bad_seed(sim, client):
     assert outcome['time_s'] == pytest.approx(1.0, abs=0.05)
     assert outcome['min_distance_m'] > 0.02
     # The next reset uses the next seed.
-    res = _call(client.reset, Trigger.Request())
+    res = _call(client.reset, Trigger.Request(), tries=1)
     assert 'seed 10043' in res.message
     assert sim.alive()

@@ -103,11 +103,18 @@ class EpisodeDriver:
         wait_for(lambda: not self.node.command_ros_times or
                  now_s(self.node) - self.node.command_ros_times[-1] > 0.15, 5.0)
         value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=seed)
-        res = self._call(self.params, SetParameters.Request(
-            parameters=[ParameterMsg(name='episode_seed', value=value)]))
-        if not res.results[0].successful:
-            raise RuntimeError(f'seed {seed} refused: {res.results[0].reason}')
-        self._call(self.reset, Trigger.Request(), timeout_s=15.0, tries=1)  # not idempotent
+        for _ in range(3):
+            # Setting the seed first makes a retried reset (lost response) start the same
+            # episode again instead of the next one.
+            res = self._call(self.params, SetParameters.Request(
+                parameters=[ParameterMsg(name='episode_seed', value=value)]))
+            if not res.results[0].successful:
+                raise RuntimeError(f'seed {seed} refused: {res.results[0].reason}')
+            future = self.reset.call_async(Trigger.Request())
+            if wait_for(future.done, 5.0):
+                break
+        else:
+            raise RuntimeError('sim/reset did not answer')
         time.sleep(0.3)   # let the reset state reach the policy and the controller
         self.set_gate(True)
 

@@ -1,6 +1,5 @@
 """Shared node plumbing: typed parameters with descriptors, diagnostics, time, main()."""
 
-from dataclasses import dataclass
 import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -20,10 +19,7 @@ from wam_runtime.core.contract import ContractError
 from wam_runtime.core.gate import LimitsError
 from wam_runtime.core.image import FrameError
 from wam_runtime.core.inference import ModelLoadError
-
-
-class ConfigError(ValueError):
-    """A parameter value is invalid; the message names the parameter."""
+from wam_runtime.core.params import ConfigError, Kind, Param
 
 
 # Errors that mean "this configuration or model cannot run": one line, exit code 2.
@@ -32,23 +28,11 @@ STARTUP_ERRORS = (ConfigError, ContractError, LimitsError, ModelLoadError, Frame
                   ParameterUninitializedException)
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    """One declared parameter: name, default (or a Parameter.Type when it has none), doc.
+ParamSpec = Param   # the schemas live in wam_runtime.core.params
 
-    A parameter without a default is required unless ``optional`` is set; an optional one
-    reads as None when not given.
-    """
-
-    name: str
-    default: Any
-    description: str
-    optional: bool = False
-
-    @property
-    def required(self) -> bool:
-        """True when the parameter must come from configuration."""
-        return isinstance(self.default, Parameter.Type) and not self.optional
+_KINDS = {'string': Parameter.Type.STRING, 'string_array': Parameter.Type.STRING_ARRAY,
+          'double_array': Parameter.Type.DOUBLE_ARRAY, 'integer': Parameter.Type.INTEGER,
+          'double': Parameter.Type.DOUBLE, 'bool': Parameter.Type.BOOL}
 
 
 def declare_params(node: Node, specs: Sequence[ParamSpec]) -> Dict[str, Any]:
@@ -59,7 +43,8 @@ def declare_params(node: Node, specs: Sequence[ParamSpec]) -> Dict[str, Any]:
     values: Dict[str, Any] = {}
     for spec in specs:
         desc = ParameterDescriptor(description=spec.description)
-        param = node.declare_parameter(spec.name, spec.default, desc)
+        default = _KINDS[spec.default] if isinstance(spec.default, Kind) else spec.default
+        param = node.declare_parameter(spec.name, default, desc)
         if param.type_ == Parameter.Type.NOT_SET and spec.required:
             raise ConfigError(f'parameter {spec.name!r} is required: {spec.description}')
         values[spec.name] = param.value

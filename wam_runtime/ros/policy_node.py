@@ -19,7 +19,6 @@ from typing import Dict, List, Optional, Tuple
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_impl
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data, QoSProfile
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float32, Float64MultiArray
@@ -29,63 +28,16 @@ from wam_runtime.core.image import FrameError, TensorBuilder
 from wam_runtime.core.inference import OnnxPolicy, ProviderConfig
 from wam_runtime.core.observation import (
     NO_NEW_FRAME, NotReady, Observation, ObservationAssembler, SKEWED)
+from wam_runtime.core.params import POLICY_PARAMS
 from wam_runtime.core.realtime import ExecutionTracker
 from wam_runtime.core.stats import RateMeter, RollingStats
 from wam_runtime.core.surprise import METRICS, SurpriseMonitor
 from wam_runtime.ros.common import (
-    ConfigError, declare_params, diagnostic_array, now_s, ParamSpec, run_node, stamp_to_s)
+    ConfigError, declare_params, diagnostic_array, now_s, run_node, stamp_to_s)
 from wam_runtime.ros.conversions import (
     compressed_frame, JointStateMapper, raw_frame, s_to_time, trajectory_msg)
 
-PARAMS = (
-    ParamSpec('model_path', Parameter.Type.STRING,
-              'Path of the ONNX model carrying a wam_runtime.contract metadata entry.'),
-    ParamSpec('model_sha256', '',
-              'SHA-256 (64 hex digits) the model file must have; empty = not checked.'),
-    ParamSpec('providers', ['CPUExecutionProvider'],
-              'ONNX Runtime execution providers in priority order (for example '
-              'TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider); '
-              'unavailable ones are skipped and the fallback is logged once with the reason.'),
-    ParamSpec('cuda_device_id', 0, 'CUDA device for the CUDA and TensorRT providers.'),
-    ParamSpec('tensorrt_fp16', False, 'Let TensorRT build float16 engines.'),
-    ParamSpec('tensorrt_engine_cache_path', '',
-              'Folder for cached TensorRT engines (empty = no cache; engines are rebuilt at '
-              'every start).'),
-    ParamSpec('intra_op_num_threads', 0, 'ONNX Runtime intra-op threads (0 = library '
-                                         'default).'),
-    ParamSpec('inter_op_num_threads', 0, 'ONNX Runtime inter-op threads (0 = library '
-                                         'default).'),
-    ParamSpec('io_binding', True,
-              'Bind inputs and outputs in place (IO binding) where the provider allows it.'),
-    ParamSpec('inference_rate_hz', 10.0, 'Maximum inferences per second (Hz).'),
-    ParamSpec('max_observation_age_s', 0.5,
-              'An observation whose oldest part is older than this (s) is not used.'),
-    ParamSpec('max_observation_skew_s', 0.1,
-              'An observation whose frames and joint state are further apart than this (s) '
-              'is not used.'),
-    ParamSpec('compressed_cameras', Parameter.Type.STRING_ARRAY,
-              'Contract cameras read as sensor_msgs/CompressedImage (jpeg, png, '
-              'compressedDepth) from camera/<name>/image_raw/compressed.', optional=True),
-    ParamSpec('preprocess_threads', 0,
-              'Threads that decode and preprocess the cameras of one observation (0 = one '
-              'per camera, at most one per CPU; 1 = serial).'),
-    ParamSpec('fast_jpeg_decode', False,
-              'Decode JPEG frames at 1/2, 1/4 or 1/8 size when the model input is at most '
-              'that large (DCT scaling: faster, within JPEG tolerance of a full decode).'),
-    ParamSpec('surprise_metric', 'mse',
-              f'World-model prediction error on policy/surprise: one of {list(METRICS)}.'),
-    ParamSpec('joint_names', Parameter.Type.STRING_ARRAY,
-              "The robot's joints; when set, a model whose action joints differ is refused at "
-              'startup.', optional=True),
-    ParamSpec('inference_trigger', 'rate',
-              "'rate': infer at inference_rate_hz; 'remaining': also start the next inference "
-              'as soon as the executing chunk (safety/execution feedback) has less than '
-              'trigger_remaining_s left, so that chunks follow each other without a gap.'),
-    ParamSpec('trigger_remaining_s', 0.0, 'Remaining horizon that triggers inference in '
-                                          "'remaining' mode (s; 0 = measured delay + one "
-                                          'step).'),
-    ParamSpec('diagnostics_period_s', 1.0, 'Period of /diagnostics messages (s).'),
-)
+PARAMS = POLICY_PARAMS
 
 # Rejections that mean "no inference this time" rather than "a bad input".
 _OBSERVATION_REASONS = ('observation_stale', 'observation_skewed', 'observation_from_future')

@@ -33,114 +33,24 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from wam_runtime.core import controller as ctl
-from wam_runtime.core.gate import JointLimits, SCALING_MODES
 from wam_runtime.core.incident import IncidentRecorder
-from wam_runtime.core.limits import format_limits_table, resolve_limits
-from wam_runtime.core.scheduler import BLEND_MODES, INTERPOLATIONS, SchedulerConfig
+from wam_runtime.core.params import SAFETY_PARAMS
+from wam_runtime.core.safety_config import build_safety
 from wam_runtime.core.stats import RateMeter, RollingStats
 from wam_runtime.core.surprise import SurpriseGovernor
-from wam_runtime.core.workspace import workspace_from_params
-from wam_runtime.ros.common import ConfigError, declare_params, diagnostic_array, now_s, \
-    ParamSpec, run_node, stamp_to_s
+from wam_runtime.ros.common import declare_params, diagnostic_array, now_s, \
+    run_node, stamp_to_s
 from wam_runtime.ros.conversions import float_array, JointStateMapper, s_to_duration, \
     trajectory_arrays
 
-OUTPUT_MODES = ('forward_command', 'joint_trajectory')
 T = Parameter.Type
 
-PARAMS = (
-    ParamSpec('joint_names', T.STRING_ARRAY,
-              'Joints in command order (the order of the downstream controller).'),
-    ParamSpec('urdf_path', T.STRING, 'URDF of the robot: position and velocity limits from '
-                                     '<limit>/<safety_controller>, kinematics for the '
-                                     'workspace. Config limits may only tighten it.',
-              optional=True),
-    ParamSpec('lower_limits_rad', T.DOUBLE_ARRAY, 'Lower position limit per joint (rad).',
-              optional=True),
-    ParamSpec('upper_limits_rad', T.DOUBLE_ARRAY, 'Upper position limit per joint (rad).',
-              optional=True),
-    ParamSpec('max_velocity_rad_s', T.DOUBLE_ARRAY, 'Maximum speed per joint (rad/s).',
-              optional=True),
-    ParamSpec('max_acceleration_rad_s2', T.DOUBLE_ARRAY,
-              'Maximum acceleration per joint (rad/s^2); required with urdf_path.',
-              optional=True),
-    ParamSpec('max_jerk_rad_s3', T.DOUBLE_ARRAY, 'Maximum jerk per joint (rad/s^3).',
-              optional=True),
-    ParamSpec('position_margin_rad', 0.0, 'Commands stay this far inside the limits (rad).'),
-    ParamSpec('scaling', 'uniform', "How a command outside the limits is reduced: 'uniform' "
-                                    "(keeps the direction of motion) or 'per_joint'."),
-    ParamSpec('control_rate_hz', 100.0, 'Command publication rate (Hz).'),
-    ParamSpec('command_timeout_s', 0.5,
-              'Without a valid chunk for this long: controlled stop (s).'),
-    ParamSpec('state_timeout_s', 0.5, 'Without joint_states for this long: stop (s).'),
-    ParamSpec('max_chunk_age_s', 1.0, 'Chunks stamped longer ago than this are rejected (s).'),
-    ParamSpec('max_start_distance_rad', 0.0, 'Reject a chunk whose first point is farther '
-                                             'than this from the measured state (rad; 0 = off).'),
-    ParamSpec('chunk_limit_policy', 'reject', 'Chunk points outside limits or workspace: '
-                                              "'reject' the chunk or 'clamp' it."),
-    ParamSpec('workspace_frames', T.STRING_ARRAY, 'URDF frames kept inside the workspace.',
-              optional=True),
-    ParamSpec('workspace_box_m', T.DOUBLE_ARRAY, 'Allowed box [xmin ymin zmin xmax ymax zmax] '
-                                                 'in the URDF base frame (m).', optional=True),
-    ParamSpec('keep_out_boxes_m', T.DOUBLE_ARRAY, 'Keep-out boxes, six numbers each (m).',
-              optional=True),
-    ParamSpec('keep_out_spheres_m', T.DOUBLE_ARRAY, 'Keep-out spheres [x y z r] each (m).',
-              optional=True),
-    ParamSpec('ee_frame', '', 'End-effector frame for max_ee_speed_m_s.'),
-    ParamSpec('max_ee_speed_m_s', 0.0, 'Maximum end-effector speed (m/s; 0 = off).'),
-    ParamSpec('standstill_tolerance_rad', 0.0, 'While holding, a measured drift beyond this '
-                                               'latches a fault (rad; 0 = off).'),
-    ParamSpec('standstill_settle_s', 0.5, 'Time allowed to settle before standstill '
-                                          'monitoring starts (s).'),
-    ParamSpec('escalation_max_interventions', 0, 'More interventions than this within '
-                                                 'escalation_window_s latch a stop (0 = off).'),
-    ParamSpec('escalation_window_s', 1.0, 'Window for escalation_max_interventions (s).'),
-    ParamSpec('estop_timeout_s', 0.0, 'Heartbeat mode: an e-stop publisher silent for this '
-                                      'long counts as pressed (s; 0 = off).'),
-    ParamSpec('blend', 'latest', "How a new chunk joins the executing one: 'latest', "
-                                 "'temporal_ensemble' or 'crossfade'."),
-    ParamSpec('interpolation', 'cubic', "Sampling between chunk steps: 'cubic' (C1) or "
-                                        "'linear'."),
-    ParamSpec('ensemble_decay', 0.1, 'temporal_ensemble weight exp(-m * i), i = 0 for the '
-                                     'oldest chunk (m, 1/chunk).'),
-    ParamSpec('crossfade_s', 0.1, 'crossfade duration (s).'),
-    ParamSpec('min_playback_speed', 0.5, 'When inference falls behind, playback slows down '
-                                         'to this fraction of real time.'),
-    ParamSpec('surprise_slow_threshold', 0.0, 'World-model surprise (policy/surprise) above '
-                                              'which playback slows down (0 = off).'),
-    ParamSpec('surprise_stop_threshold', 0.0, 'Surprise at or above which the controller '
-                                              'makes a controlled stop.'),
-    ParamSpec('surprise_min_scale', 0.25, 'Playback speed just below the stop threshold.'),
-    ParamSpec('surprise_recovery_s', 0.5, 'Surprise must stay low this long before speed '
-                                          'recovers (s).'),
-    ParamSpec('surprise_timeout_s', 0.0, 'With surprise monitoring on: no surprise message '
-                                         'for this long stops (s; 0 = off).'),
-    ParamSpec('output_mode', 'forward_command', "'forward_command' (Float64MultiArray on "
-                                                "commands) or 'joint_trajectory' (single "
-                                                'point on joint_trajectory).'),
-    ParamSpec('autostart', False, 'Configure and activate at startup (activation opens '
-                                  'the gate).'),
-    ParamSpec('incident_dir', '', 'Write an MCAP rosbag2 of the last incident_window_s on '
-                                  'every stop, rejection burst and e-stop here ("" = off).'),
-    ParamSpec('incident_window_s', 10.0, 'Seconds of inputs and outputs in an incident bag.'),
-    ParamSpec('diagnostics_period_s', 1.0, 'Period of /diagnostics messages (s).'),
-)
+PARAMS = SAFETY_PARAMS
 
 # safety/execution (Float64MultiArray), one per tick while a chunk executes: the feedback
 # policy_node uses to start the next inference before the current chunk runs out.
 EXECUTION_FIELDS = ('chunk_stamp_s', 'executed_step', 'remaining_s', 'playback_speed')
 STOP_EVENTS = (ctl.COMMAND_TIMEOUT, ctl.STATE_TIMEOUT, ctl.CHUNK_EXHAUSTED) + ctl.LATCHING
-
-
-def _positive(p: dict, *keys: str) -> None:
-    for key in keys:
-        if not p[key] > 0:
-            raise ConfigError(f'{key}: must be > 0, got {p[key]}')
-
-
-def _choice(p: dict, key: str, choices) -> None:
-    if p[key] not in choices:
-        raise ConfigError(f'{key}: {p[key]!r} is not one of {list(choices)}')
 
 
 class SafetyControllerNode(LifecycleNode):
@@ -166,70 +76,11 @@ class SafetyControllerNode(LifecycleNode):
 
     # ------------------------------------------------------------------ lifecycle
     def _build_core(self) -> ctl.SafetyController:
-        p = dict(self.params)
-        _positive(p, 'control_rate_hz', 'command_timeout_s', 'state_timeout_s',
-                  'max_chunk_age_s', 'incident_window_s', 'escalation_window_s')
-        for key in ('position_margin_rad', 'max_start_distance_rad', 'standstill_tolerance_rad',
-                    'estop_timeout_s', 'max_ee_speed_m_s', 'escalation_max_interventions'):
-            if p[key] < 0:
-                raise ConfigError(f'{key}: must be >= 0, got {p[key]}')
-        _choice(p, 'scaling', SCALING_MODES)
-        _choice(p, 'chunk_limit_policy', ('reject', 'clamp'))
-        _choice(p, 'output_mode', OUTPUT_MODES)
-        _choice(p, 'blend', BLEND_MODES)
-        _choice(p, 'interpolation', INTERPOLATIONS)
-        if not 0 < p['min_playback_speed'] <= 1:
-            raise ConfigError(f'min_playback_speed: must be in (0, 1], got '
-                              f'{p["min_playback_speed"]}')
-        names = list(p['joint_names'])
-        limit_keys = ('lower_limits_rad', 'upper_limits_rad', 'max_velocity_rad_s',
-                      'max_acceleration_rad_s2', 'max_jerk_rad_s3')
-        guard = None
-        if p['urdf_path']:
-            try:
-                with open(p['urdf_path'], encoding='utf-8') as f:
-                    urdf = f.read()
-            except OSError as exc:
-                raise ConfigError(f'urdf_path: cannot read {p["urdf_path"]!r} '
-                                  f'({exc.strerror})') from None
-            limits, rows = resolve_limits(urdf, names, {k: p[k] for k in limit_keys})
-            self.get_logger().info('effective limits:\n' + format_limits_table(rows))
-            guard = workspace_from_params(urdf, names, p)
-        else:
-            for key in ('lower_limits_rad', 'upper_limits_rad', 'max_velocity_rad_s'):
-                if not p[key]:
-                    raise ConfigError(f'{key}: required when urdf_path is not set')
-            if p['workspace_frames']:
-                raise ConfigError('workspace_frames: a workspace needs urdf_path')
-            limits = JointLimits.create(names, *(p[k] or None for k in limit_keys))
-        inf = float('inf')
-        config = ctl.ControllerConfig(
-            limits=limits, control_period_s=1.0 / p['control_rate_hz'],
-            command_timeout_s=p['command_timeout_s'], state_timeout_s=p['state_timeout_s'],
-            max_chunk_age_s=p['max_chunk_age_s'], position_margin_rad=p['position_margin_rad'],
-            scaling=p['scaling'], max_start_distance_rad=p['max_start_distance_rad'] or inf,
-            chunk_limit_policy=p['chunk_limit_policy'],
-            standstill_tolerance_rad=p['standstill_tolerance_rad'] or inf,
-            standstill_settle_s=p['standstill_settle_s'],
-            escalation_max_interventions=p['escalation_max_interventions'],
-            escalation_window_s=p['escalation_window_s'],
-            estop_timeout_s=p['estop_timeout_s'],
-            scheduler=SchedulerConfig(blend=p['blend'], interpolation=p['interpolation'],
-                                      ensemble_decay=p['ensemble_decay'],
-                                      crossfade_s=p['crossfade_s'],
-                                      min_playback_speed=p['min_playback_speed']),
-            workspace_ok=guard.ok if guard else None,
-            point_in_workspace=guard.point_ok if guard else None)
-        self.governor = None
-        if p['surprise_slow_threshold'] > 0 or p['surprise_stop_threshold'] > 0:
-            try:
-                self.governor = SurpriseGovernor(
-                    p['surprise_slow_threshold'],
-                    p['surprise_stop_threshold'] or float('inf'), p['surprise_min_scale'],
-                    p['surprise_recovery_s'], p['surprise_timeout_s'] or None)
-            except ValueError as exc:
-                raise ConfigError(f'surprise_{exc}') from None
-        return ctl.SafetyController(config, enabled=False)
+        setup = build_safety(self.params)
+        if setup.limits_table:
+            self.get_logger().info('effective limits:\n' + setup.limits_table)
+        self.governor = setup.governor
+        return ctl.SafetyController(setup.config, enabled=False)
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load limits and URDF, create publishers, subscriptions, services and timers."""

@@ -1,0 +1,186 @@
+"""Parameter schemas: one place for every node parameter's name, default and meaning.
+
+The rclpy nodes declare these with descriptors; offline tools (replay, check-config) read
+the same YAML through ``resolve`` and get the same defaults and the same errors.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Sequence
+
+from wam_runtime.core.surprise import METRICS
+
+
+class Kind(str):
+    """The type of a parameter that has no default (``Kind('string_array')``)."""
+
+
+class ConfigError(ValueError):
+    """A parameter value is invalid; the message names the parameter."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: name, default (a ``Kind`` when it has none), description.
+
+    A parameter without a default is required unless ``optional`` is set; an optional one
+    reads as None when not given.
+    """
+
+    name: str
+    default: Any
+    description: str
+    optional: bool = False
+
+    @property
+    def required(self) -> bool:
+        """Whether the parameter must come from configuration."""
+        return isinstance(self.default, Kind) and not self.optional
+
+
+def resolve(schema: Sequence[Param], values: Mapping[str, Any],
+            node: str = 'node') -> Dict[str, Any]:
+    """Fill defaults; raise ConfigError for a missing required or an undeclared parameter."""
+    known = {p.name for p in schema}
+    unknown = sorted(set(values) - known - {'use_sim_time'})
+    if unknown:
+        raise ConfigError(f'{node}: {unknown} are not parameters of this node (known: '
+                          f'{sorted(known)})')
+    out: Dict[str, Any] = {}
+    for p in schema:
+        if p.name in values and values[p.name] is not None:
+            out[p.name] = values[p.name]
+        elif p.required:
+            raise ConfigError(f'parameter {p.name!r} is required: {p.description}')
+        else:
+            out[p.name] = None if isinstance(p.default, Kind) else p.default
+    return out
+
+
+POLICY_PARAMS = (
+    Param('model_path', Kind('string'),
+          'Path of the ONNX model carrying a wam_runtime.contract metadata entry.'),
+    Param('model_sha256', '',
+          'SHA-256 (64 hex digits) the model file must have; empty = not checked.'),
+    Param('providers', ['CPUExecutionProvider'],
+          'ONNX Runtime execution providers in priority order (for example '
+          'TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider); '
+          'unavailable ones are skipped and the fallback is logged once with the reason.'),
+    Param('cuda_device_id', 0, 'CUDA device for the CUDA and TensorRT providers.'),
+    Param('tensorrt_fp16', False, 'Let TensorRT build float16 engines.'),
+    Param('tensorrt_engine_cache_path', '',
+          'Folder for cached TensorRT engines (empty = no cache; engines are rebuilt at '
+          'every start).'),
+    Param('intra_op_num_threads', 0, 'ONNX Runtime intra-op threads (0 = library '
+                                     'default).'),
+    Param('inter_op_num_threads', 0, 'ONNX Runtime inter-op threads (0 = library '
+                                     'default).'),
+    Param('io_binding', True,
+          'Bind inputs and outputs in place (IO binding) where the provider allows it.'),
+    Param('inference_rate_hz', 10.0, 'Maximum inferences per second (Hz).'),
+    Param('max_observation_age_s', 0.5,
+          'An observation whose oldest part is older than this (s) is not used.'),
+    Param('max_observation_skew_s', 0.1,
+          'An observation whose frames and joint state are further apart than this (s) '
+          'is not used.'),
+    Param('compressed_cameras', Kind('string_array'),
+          'Contract cameras read as sensor_msgs/CompressedImage (jpeg, png, '
+          'compressedDepth) from camera/<name>/image_raw/compressed.', optional=True),
+    Param('preprocess_threads', 0,
+          'Threads that decode and preprocess the cameras of one observation (0 = one '
+          'per camera, at most one per CPU; 1 = serial).'),
+    Param('fast_jpeg_decode', False,
+          'Decode JPEG frames at 1/2, 1/4 or 1/8 size when the model input is at most '
+          'that large (DCT scaling: faster, within JPEG tolerance of a full decode).'),
+    Param('surprise_metric', 'mse',
+          f'World-model prediction error on policy/surprise: one of {list(METRICS)}.'),
+    Param('joint_names', Kind('string_array'),
+          "The robot's joints; when set, a model whose action joints differ is refused at "
+          'startup.', optional=True),
+    Param('inference_trigger', 'rate',
+          "'rate': infer at inference_rate_hz; 'remaining': also start the next inference "
+          'as soon as the executing chunk (safety/execution feedback) has less than '
+          'trigger_remaining_s left, so that chunks follow each other without a gap.'),
+    Param('trigger_remaining_s', 0.0, 'Remaining horizon that triggers inference in '
+                                      "'remaining' mode (s; 0 = measured delay + one "
+                                      'step).'),
+    Param('diagnostics_period_s', 1.0, 'Period of /diagnostics messages (s).'),
+)
+
+
+SAFETY_PARAMS = (
+    Param('joint_names', Kind('string_array'),
+          'Joints in command order (the order of the downstream controller).'),
+    Param('urdf_path', Kind('string'),
+          'URDF of the robot: position and velocity limits from <limit>/<safety_controller>, '
+          'kinematics for the workspace. Config limits may only tighten it.', optional=True),
+    Param('lower_limits_rad', Kind('double_array'), 'Lower position limit per joint (rad).',
+          optional=True),
+    Param('upper_limits_rad', Kind('double_array'), 'Upper position limit per joint (rad).',
+          optional=True),
+    Param('max_velocity_rad_s', Kind('double_array'), 'Maximum speed per joint (rad/s).',
+          optional=True),
+    Param('max_acceleration_rad_s2', Kind('double_array'),
+          'Maximum acceleration per joint (rad/s^2); required with urdf_path.',
+          optional=True),
+    Param('max_jerk_rad_s3', Kind('double_array'), 'Maximum jerk per joint (rad/s^3).',
+          optional=True),
+    Param('position_margin_rad', 0.0, 'Commands stay this far inside the limits (rad).'),
+    Param('scaling', 'uniform', "How a command outside the limits is reduced: 'uniform' "
+                                "(keeps the direction of motion) or 'per_joint'."),
+    Param('control_rate_hz', 100.0, 'Command publication rate (Hz).'),
+    Param('command_timeout_s', 0.5,
+          'Without a valid chunk for this long: controlled stop (s).'),
+    Param('state_timeout_s', 0.5, 'Without joint_states for this long: stop (s).'),
+    Param('max_chunk_age_s', 1.0, 'Chunks stamped longer ago than this are rejected (s).'),
+    Param('max_start_distance_rad', 0.0, 'Reject a chunk whose first point is farther '
+                                         'than this from the measured state (rad; 0 = off).'),
+    Param('chunk_limit_policy', 'reject', 'Chunk points outside limits or workspace: '
+                                          "'reject' the chunk or 'clamp' it."),
+    Param('workspace_frames', Kind('string_array'), 'URDF frames kept inside the workspace.',
+          optional=True),
+    Param('workspace_box_m', Kind('double_array'),
+          'Allowed box [xmin ymin zmin xmax ymax zmax] in the URDF base frame (m).',
+          optional=True),
+    Param('keep_out_boxes_m', Kind('double_array'), 'Keep-out boxes, six numbers each (m).',
+          optional=True),
+    Param('keep_out_spheres_m', Kind('double_array'), 'Keep-out spheres [x y z r] each (m).',
+          optional=True),
+    Param('ee_frame', '', 'End-effector frame for max_ee_speed_m_s.'),
+    Param('max_ee_speed_m_s', 0.0, 'Maximum end-effector speed (m/s; 0 = off).'),
+    Param('standstill_tolerance_rad', 0.0, 'While holding, a measured drift beyond this '
+                                           'latches a fault (rad; 0 = off).'),
+    Param('standstill_settle_s', 0.5, 'Time allowed to settle before standstill '
+                                      'monitoring starts (s).'),
+    Param('escalation_max_interventions', 0, 'More interventions than this within '
+                                             'escalation_window_s latch a stop (0 = off).'),
+    Param('escalation_window_s', 1.0, 'Window for escalation_max_interventions (s).'),
+    Param('estop_timeout_s', 0.0, 'Heartbeat mode: an e-stop publisher silent for this '
+                                  'long counts as pressed (s; 0 = off).'),
+    Param('blend', 'latest', "How a new chunk joins the executing one: 'latest', "
+                             "'temporal_ensemble' or 'crossfade'."),
+    Param('interpolation', 'cubic', "Sampling between chunk steps: 'cubic' (C1) or "
+                                    "'linear'."),
+    Param('ensemble_decay', 0.1, 'temporal_ensemble weight exp(-m * i), i = 0 for the '
+                                 'oldest chunk (m, 1/chunk).'),
+    Param('crossfade_s', 0.1, 'crossfade duration (s).'),
+    Param('min_playback_speed', 0.5, 'When inference falls behind, playback slows down '
+                                     'to this fraction of real time.'),
+    Param('surprise_slow_threshold', 0.0, 'World-model surprise (policy/surprise) above '
+                                          'which playback slows down (0 = off).'),
+    Param('surprise_stop_threshold', 0.0, 'Surprise at or above which the controller '
+                                          'makes a controlled stop.'),
+    Param('surprise_min_scale', 0.25, 'Playback speed just below the stop threshold.'),
+    Param('surprise_recovery_s', 0.5, 'Surprise must stay low this long before speed '
+                                      'recovers (s).'),
+    Param('surprise_timeout_s', 0.0, 'With surprise monitoring on: no surprise message '
+                                     'for this long stops (s; 0 = off).'),
+    Param('output_mode', 'forward_command', "'forward_command' (Float64MultiArray on "
+                                            "commands) or 'joint_trajectory' (single "
+                                            'point on joint_trajectory).'),
+    Param('autostart', False, 'Configure and activate at startup (activation opens '
+                              'the gate).'),
+    Param('incident_dir', '', 'Write an MCAP rosbag2 of the last incident_window_s on '
+                              'every stop, rejection burst and e-stop here ("" = off).'),
+    Param('incident_window_s', 10.0, 'Seconds of inputs and outputs in an incident bag.'),
+    Param('diagnostics_period_s', 1.0, 'Period of /diagnostics messages (s).'),
+)

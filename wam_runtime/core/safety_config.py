@@ -1,0 +1,111 @@
+"""Safety controller configuration: node parameters -> validated core objects.
+
+Shared by the ``safety_controller`` node and the offline tools (replay, check-config), so a
+YAML file means the same thing everywhere and fails the same way.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+from wam_runtime.core import controller as ctl
+from wam_runtime.core.gate import JointLimits, SCALING_MODES
+from wam_runtime.core.limits import format_limits_table, resolve_limits
+from wam_runtime.core.params import ConfigError, resolve, SAFETY_PARAMS
+from wam_runtime.core.scheduler import BLEND_MODES, INTERPOLATIONS, SchedulerConfig
+from wam_runtime.core.surprise import SurpriseGovernor
+from wam_runtime.core.workspace import workspace_from_params
+
+OUTPUT_MODES = ('forward_command', 'joint_trajectory')
+LIMIT_KEYS = ('lower_limits_rad', 'upper_limits_rad', 'max_velocity_rad_s',
+              'max_acceleration_rad_s2', 'max_jerk_rad_s3')
+
+
+@dataclass
+class SafetySetup:
+    """Everything the safety controller is built from."""
+
+    config: ctl.ControllerConfig
+    governor: Optional[SurpriseGovernor]
+    limits_table: str        # effective limits and their sources ('' without a URDF)
+    params: Mapping[str, Any]
+
+
+def _positive(p: Mapping[str, Any], *keys: str) -> None:
+    for key in keys:
+        if not p[key] > 0:
+            raise ConfigError(f'{key}: must be > 0, got {p[key]}')
+
+
+def _choice(p: Mapping[str, Any], key: str, choices) -> None:
+    if p[key] not in choices:
+        raise ConfigError(f'{key}: {p[key]!r} is not one of {list(choices)}')
+
+
+def build_safety(values: Mapping[str, Any]) -> SafetySetup:
+    """Validate safety_controller parameters (defaults filled in) and build the core objects.
+
+    Raises ConfigError, LimitsError or ContractError with a message naming the parameter.
+    """
+    p = resolve(SAFETY_PARAMS, values, 'safety_controller')
+    _positive(p, 'control_rate_hz', 'command_timeout_s', 'state_timeout_s',
+              'max_chunk_age_s', 'incident_window_s', 'escalation_window_s')
+    for key in ('position_margin_rad', 'max_start_distance_rad', 'standstill_tolerance_rad',
+                'estop_timeout_s', 'max_ee_speed_m_s', 'escalation_max_interventions'):
+        if p[key] < 0:
+            raise ConfigError(f'{key}: must be >= 0, got {p[key]}')
+    _choice(p, 'scaling', SCALING_MODES)
+    _choice(p, 'chunk_limit_policy', ('reject', 'clamp'))
+    _choice(p, 'output_mode', OUTPUT_MODES)
+    _choice(p, 'blend', BLEND_MODES)
+    _choice(p, 'interpolation', INTERPOLATIONS)
+    if not 0 < p['min_playback_speed'] <= 1:
+        raise ConfigError(f'min_playback_speed: must be in (0, 1], got '
+                          f'{p["min_playback_speed"]}')
+    names = list(p['joint_names'])
+    guard = None
+    table = ''
+    if p['urdf_path']:
+        try:
+            with open(p['urdf_path'], encoding='utf-8') as f:
+                urdf = f.read()
+        except OSError as exc:
+            raise ConfigError(f'urdf_path: cannot read {p["urdf_path"]!r} '
+                              f'({exc.strerror})') from None
+        limits, rows = resolve_limits(urdf, names, {k: p[k] for k in LIMIT_KEYS})
+        table = format_limits_table(rows)
+        guard = workspace_from_params(urdf, names, p)
+    else:
+        for key in ('lower_limits_rad', 'upper_limits_rad', 'max_velocity_rad_s'):
+            if not p[key]:
+                raise ConfigError(f'{key}: required when urdf_path is not set')
+        if p['workspace_frames']:
+            raise ConfigError('workspace_frames: a workspace needs urdf_path')
+        limits = JointLimits.create(names, *(p[k] or None for k in LIMIT_KEYS))
+    inf = float('inf')
+    config = ctl.ControllerConfig(
+        limits=limits, control_period_s=1.0 / p['control_rate_hz'],
+        command_timeout_s=p['command_timeout_s'], state_timeout_s=p['state_timeout_s'],
+        max_chunk_age_s=p['max_chunk_age_s'], position_margin_rad=p['position_margin_rad'],
+        scaling=p['scaling'], max_start_distance_rad=p['max_start_distance_rad'] or inf,
+        chunk_limit_policy=p['chunk_limit_policy'],
+        standstill_tolerance_rad=p['standstill_tolerance_rad'] or inf,
+        standstill_settle_s=p['standstill_settle_s'],
+        escalation_max_interventions=p['escalation_max_interventions'],
+        escalation_window_s=p['escalation_window_s'],
+        estop_timeout_s=p['estop_timeout_s'],
+        scheduler=SchedulerConfig(blend=p['blend'], interpolation=p['interpolation'],
+                                  ensemble_decay=p['ensemble_decay'],
+                                  crossfade_s=p['crossfade_s'],
+                                  min_playback_speed=p['min_playback_speed']),
+        workspace_ok=guard.ok if guard else None,
+        point_in_workspace=guard.point_ok if guard else None)
+    governor = None
+    if p['surprise_slow_threshold'] > 0 or p['surprise_stop_threshold'] > 0:
+        try:
+            governor = SurpriseGovernor(
+                p['surprise_slow_threshold'],
+                p['surprise_stop_threshold'] or float('inf'), p['surprise_min_scale'],
+                p['surprise_recovery_s'], p['surprise_timeout_s'] or None)
+        except ValueError as exc:
+            raise ConfigError(f'surprise_{exc}') from None
+    return SafetySetup(config, governor, table, p)
