@@ -43,6 +43,7 @@ setup(
             'policy_node = wam_runtime.ros.policy_node:main',
             'safety_controller = wam_runtime.ros.safety_controller:main',
             'synthetic_camera = wam_runtime.ros.synthetic_camera:main',
+            'sim_node = wam_runtime.sim.sim_node:main',
         ],
     },
 )
