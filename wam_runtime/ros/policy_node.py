@@ -202,11 +202,14 @@ class PolicyNode(Node):
     def destroy_node(self) -> None:
         """Stop the inference worker and the preprocessing threads, then the node."""
         self._running = False
-        self._new_frame.set()
-        self._new_data.set()
-        if self._worker.is_alive():
-            self._worker.join(timeout=2.0)
-        self.tensors.close()
+        for event in (getattr(self, '_new_frame', None), getattr(self, '_new_data', None)):
+            if event is not None:
+                event.set()
+        worker = getattr(self, '_worker', None)       # absent when __init__ failed early
+        if worker is not None and worker.is_alive():
+            worker.join(timeout=2.0)
+        if getattr(self, 'tensors', None) is not None:
+            self.tensors.close()
         super().destroy_node()
 
     def _take(self) -> Tuple[Optional[Observation], bool]:
