@@ -198,7 +198,7 @@ def next_position_bounds(state: GateState, limits: JointLimits, dt: float,
     a_cap_up = _ramp_down_cap(ceil_up - v, dt, jmax)
     a_cap_dn = _ramp_down_cap(ceil_dn + v, dt, jmax)
     stuck = a_lo > a_hi                      # |a| beyond amax: take the nearest bound
-    a_lo = np.where(stuck, np.clip(a, -amax, amax), a_lo)
+    a_lo = np.where(stuck, np.minimum(np.maximum(a, -amax), amax), a_lo)
     a_hi = np.where(stuck, a_lo, a_hi)
     a_hi = np.maximum(np.minimum(a_hi, a_cap_up), a_lo)
     a_lo = np.minimum(np.maximum(a_lo, -a_cap_dn), a_hi)
@@ -208,8 +208,9 @@ def next_position_bounds(state: GateState, limits: JointLimits, dt: float,
     over = v_lo > v_hi                       # too fast: brake as hard as allowed
     v_lo = np.where(over, np.where(dyn_lo > ceil_up, dyn_lo, dyn_hi), v_lo)
     v_hi = np.where(over, v_lo, v_hi)
-    lo = np.clip(p + v_lo * dt, pos_lo, pos_hi)
-    hi = np.clip(p + v_hi * dt, pos_lo, pos_hi)
+    # np.minimum/np.maximum: np.clip costs several microseconds more per call here.
+    lo = np.minimum(np.maximum(p + v_lo * dt, pos_lo), pos_hi)
+    hi = np.minimum(np.maximum(p + v_hi * dt, pos_lo), pos_hi)
     lo = np.minimum(lo, hi)
     named = {'p': p, 'v': v, 'a': a, 'dt': dt, 'pos': (pos_lo, pos_hi),
              'brake': (p - vb_dn * dt, p + vb_up * dt)}
@@ -274,19 +275,19 @@ def gate_step(requested: Sequence[float], state: GateState, limits: JointLimits,
         return GateResult(p.copy(), out, state)
     lo, hi, named = next_position_bounds(state, limits, dt, margin_rad)
     inside = (req >= lo) & (req <= hi)
-    base = np.clip(p + state.velocity * dt, lo, hi)   # natural continuation of the motion
+    base = np.minimum(np.maximum(p + state.velocity * dt, lo), hi)   # natural continuation
     if inside.all():
         cmd = req.copy()
     elif scaling == 'per_joint':
-        cmd = np.clip(req, lo, hi)
+        cmd = np.minimum(np.maximum(req, lo), hi)
     else:
         step = req - base
         room = np.full(step.shape, np.inf)
         up, dn = step > 1e-12, step < -1e-12      # a negligible step constrains nothing
         room[up] = (hi[up] - base[up]) / step[up]
         room[dn] = (lo[dn] - base[dn]) / step[dn]
-        s = float(np.clip(np.min(room), 0.0, 1.0))
-        cmd = np.clip(base + s * step, lo, hi)
+        s = min(1.0, max(0.0, float(room.min())))
+        cmd = np.minimum(np.maximum(base + s * step, lo), hi)
     out = [Intervention(_binding_reason(j, req[j], cmd[j], named, limits), names[j],
                         float(req[j]), float(cmd[j])) for j in np.flatnonzero(~inside)]
     if workspace_ok is not None and not workspace_ok(cmd, p, dt):
@@ -302,7 +303,7 @@ def _workspace_retreat(cmd: np.ndarray, base: np.ndarray, prev: np.ndarray, dt: 
     if not ok(base, prev, dt):
         return prev.copy(), WORKSPACE_HOLD
     lo_s, hi_s = 0.0, 1.0
-    for _ in range(12):
+    for _ in range(8):        # 1/256 of one tick's step: far below any tolerance
         mid = 0.5 * (lo_s + hi_s)
         if ok(base + mid * (cmd - base), prev, dt):
             lo_s = mid

@@ -288,7 +288,7 @@ class ChunkScheduler:
         target = min(target, self.speed_cap)
         floor = min(cfg.min_playback_speed, self.speed_cap)
         step = cfg.speed_slew_per_s * dt
-        self._speed = float(np.clip(target, self._speed - step, self._speed + step))
+        self._speed = min(self._speed + step, max(self._speed - step, float(target)))
         self._speed = min(1.0, max(floor, self._speed))
         self.stats.min_playback_speed_seen = min(self.stats.min_playback_speed_seen,
                                                  self._speed)

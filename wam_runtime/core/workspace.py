@@ -5,6 +5,7 @@ predicate the gate calls on every candidate command; ``point_ok`` checks chunk p
 """
 
 from dataclasses import dataclass
+import math
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,7 +23,7 @@ class Box:
 
     def contains(self, points: np.ndarray) -> np.ndarray:
         """Per point: inside (boundary included)."""
-        return np.all((points >= self.min) & (points <= self.max), axis=-1)
+        return ((points >= self.min) & (points <= self.max)).all(axis=-1)
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class Sphere:
 
     def contains(self, points: np.ndarray) -> np.ndarray:
         """Per point: strictly inside."""
-        return np.linalg.norm(points - self.center, axis=-1) < self.radius
+        d = points - self.center
+        return (d * d).sum(axis=-1) < self.radius * self.radius
 
 
 @dataclass(frozen=True)
@@ -177,8 +179,8 @@ class WorkspaceGuard:
             key = previous.tobytes()
             if key != self._prev_key:     # previous is usually the last accepted command
                 self._prev_key, self._prev_ee = key, self.kin.positions(previous)[self._ee]
-            if np.linalg.norm(pts[self._ee] - self._prev_ee) / dt > \
-                    self.config.max_ee_speed_m_s + 1e-9:
+            d = pts[self._ee] - self._prev_ee
+            if math.sqrt(float(d @ d)) / dt > self.config.max_ee_speed_m_s + 1e-9:
                 self.last_violation = (self.config.ee_frame, 'end-effector speed')
                 return False
         return True
