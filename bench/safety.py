@@ -84,6 +84,7 @@ def _jitter(duration_s: float, with_policy: bool) -> Dict:
     """Command inter-arrival jitter at 250 Hz, measured by a subscriber process."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+    from diagnostic_msgs.msg import DiagnosticArray
     from std_msgs.msg import Float64MultiArray
     from wam_runtime.core.model_gen import write_model
     out = tempfile.mkdtemp(prefix='wam_bench_jitter_')
@@ -102,8 +103,16 @@ def _jitter(duration_s: float, with_policy: bool) -> Dict:
     rclpy.init(context=context, domain_id=domain)
     node = rclpy.create_node('bench_jitter', context=context)
     arrivals: List[float] = []
+    diag: Dict[str, str] = {}
     node.create_subscription(Float64MultiArray, 'commands',
                              lambda m: arrivals.append(time.perf_counter()), 100)
+
+    def on_diag(msg):
+        for st in msg.status:
+            if st.name.endswith(': safety'):
+                diag.update({kv.key: kv.value for kv in st.values})
+
+    node.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
     ex = SingleThreadedExecutor(context=context)
     ex.add_node(node)
     th = threading.Thread(target=ex.spin, daemon=True)
@@ -123,7 +132,9 @@ def _jitter(duration_s: float, with_policy: bool) -> Dict:
     return {'n': int(dev.size), 'rate_hz': float((a.size - 1) / (a[-1] - a[0])),
             'jitter_p50_ms': float(np.percentile(dev, 50)),
             'jitter_p99_ms': float(np.percentile(dev, 99)), 'max_gap_ms':
-                float(np.diff(a).max() * 1e3)}
+                float(np.diff(a).max() * 1e3),
+            'publisher_tick_jitter_ms_p50': float(diag.get('tick_jitter_ms_p50', 'nan')),
+            'publisher_tick_jitter_ms_p99': float(diag.get('tick_jitter_ms_p99', 'nan'))}
 
 
 def bench_command_jitter(args) -> Dict:

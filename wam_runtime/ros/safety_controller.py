@@ -19,6 +19,7 @@ from typing import List, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_impl
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
@@ -95,6 +96,7 @@ class SafetyControllerNode(LifecycleNode):
         self.mapper = JointStateMapper(limits.joint_names)
         self.latency = RollingStats(2000)
         self.tick_time = RollingStats(2000)
+        self.tick_jitter = RollingStats(2000)
         self.command_rate = RateMeter(500)
         self.period = self.core.config.control_period_s
         self.output_mode = p['output_mode']
@@ -123,9 +125,14 @@ class SafetyControllerNode(LifecycleNode):
             self.create_subscription(Float32, 'policy/surprise', self._on_surprise, qos),
             self.create_service(SetBool, 'safety/enable', self._on_enable),
             self.create_service(Trigger, 'safety/reset', self._on_reset),
-            self.create_timer(self.period, self._tick),
             self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics),
         ]
+        # The control tick runs on its own thread with absolute deadlines: an executor
+        # timer at 100-500 Hz waits behind subscription callbacks and jitters more.
+        self._ticking = True
+        self._tick_thread = threading.Thread(target=self._tick_loop, name='control_tick',
+                                             daemon=True)
+        self._tick_thread.start()
         self.mode = ctl.MODE_DISABLED
         self.get_logger().info(f'configured: gating {list(limits.joint_names)} at '
                                f'{p["control_rate_hz"]:.0f} Hz -> {self.cmd_topic}')
@@ -157,7 +164,35 @@ class SafetyControllerNode(LifecycleNode):
         self._teardown()
         return TransitionCallbackReturn.SUCCESS
 
+    def _stop_ticks(self) -> None:
+        self._ticking = False
+        thread = getattr(self, '_tick_thread', None)
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout=2.0)
+
+    def _tick_loop(self) -> None:
+        next_t = time.monotonic()
+        last = None
+        while self._ticking and self.context.ok():
+            started = time.monotonic()
+            if last is not None:
+                self.tick_jitter.add(abs(started - last - self.period))
+            last = started
+            try:
+                self._tick()
+            except _rclpy_impl.RCLError:
+                if self.context.ok():
+                    raise
+                return            # rclpy shut down while this thread was publishing
+            next_t += self.period
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -self.period:
+                next_t = time.monotonic()     # far behind: do not burst to catch up
+
     def _teardown(self) -> None:
+        self._stop_ticks()
         destroyers = ((Timer, self.destroy_timer), (Subscription, self.destroy_subscription),
                       (Service, self.destroy_service), (Publisher, self.destroy_publisher))
         for entity in self._entities:
@@ -172,7 +207,8 @@ class SafetyControllerNode(LifecycleNode):
         self.mode = 'unconfigured'
 
     def destroy_node(self) -> None:
-        """Flush pending incident bags, then destroy the node."""
+        """Stop the control tick, flush pending incident bags, then destroy the node."""
+        self._stop_ticks()
         if self.recorder is not None:
             self.recorder.close()
         super().destroy_node()
@@ -319,12 +355,14 @@ class SafetyControllerNode(LifecycleNode):
             fault = self.core.fault
         lat = self.latency.summary(1e3)
         tick = self.tick_time.summary(1e6)
+        jitter = self.tick_jitter.summary(1e3)
         values = {
             'mode': self.mode, 'fault': fault or '',
             'command_rate_hz': self.command_rate.rate_hz(),
             'latency_obs_to_command_ms_p50': lat['p50'],
             'latency_obs_to_command_ms_p99': lat['p99'], 'chunks_used': lat['count'],
             'tick_us_p50': tick['p50'], 'tick_us_p99': tick['p99'],
+            'tick_jitter_ms_p50': jitter['p50'], 'tick_jitter_ms_p99': jitter['p99'],
         }
         sched = self.core.scheduler.stats
         values.update({
