@@ -120,8 +120,9 @@ class EpisodeDriver:
 
 
 def run(seeds: Sequence[int], out_dir: str, config: str, model: str,
-        verbose: bool = True, urdf: Optional[str] = None) -> Dict:
-    """Run one episode per seed and return the summary."""
+        verbose: bool = True, urdf: Optional[str] = None,
+        domain_id: Optional[int] = None) -> Dict:
+    """Run one episode per seed and return the summary (``domain_id``: join that domain)."""
     urdf = urdf or os.path.join(share_dir(), 'config', 'reference_arm.urdf')
     os.makedirs(out_dir, exist_ok=True)
     with open(config, encoding='utf-8') as f:
@@ -130,7 +131,7 @@ def run(seeds: Sequence[int], out_dir: str, config: str, model: str,
     with open(urdf, encoding='utf-8') as f:
         limits, _ = resolve_limits(f.read(), safety['joint_names'], safety)
     timeout_s = cfg['sim_node']['ros__parameters']['episode_timeout_s']
-    domain = random_domain_id()
+    domain = random_domain_id() if domain_id is None else domain_id
     env = ros_env(domain)
     procs = [
         NodeProcess('wam_runtime.sim.sim_node', env, 'sim_node', config, log_dir=out_dir),

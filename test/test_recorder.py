@@ -1,0 +1,98 @@
+"""recorder_node: episodes (inputs, chunks, commands, interventions, e-stops, outcome) to bags."""
+
+import json
+import os
+import time
+
+import pytest
+import yaml
+
+from wam_runtime.processes import NodeProcess, wait_for
+from wam_runtime.replay import simdata
+from wam_runtime.replay.bag_io import open_bag
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+
+@pytest.fixture(scope='session')
+def sim_bags(tmp_path_factory):
+    """Return the simulator episode recorded in MCAP and sqlite3 (shared with test_replay)."""
+    return simdata.recorded_once(str(tmp_path_factory.getbasetemp() / 'sim_bags'))
+
+
+def _episodes(folder):
+    with open(os.path.join(folder, 'episodes.jsonl'), encoding='utf-8') as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_simulator_episode_is_recorded_with_its_outcome(sim_bags, storage):
+    assert sim_bags['recorder_exit_codes'] == [0, 0]
+    folder = os.path.dirname(sim_bags[storage][0])
+    eps = _episodes(folder)
+    first = eps[0]
+    outcome = sim_bags['demo']['per_episode'][0]
+    assert first['end_reason'] == 'outcome' and first['seed'] == outcome['seed']
+    assert first['success'] == outcome['success']
+    assert first['storage'] == storage
+    assert eps[-1]['end_reason'] == 'shutdown'
+    with open(os.path.join(sim_bags[storage][0], 'metadata.yaml'), encoding='utf-8') as f:
+        meta = yaml.safe_load(f)['rosbag2_bagfile_information']
+    assert meta['storage_identifier'] == storage
+    assert json.loads(meta['custom_data']['wam_runtime.episode']) == first
+    with open_bag(sim_bags[storage][0]) as bag:
+        counts = {t: i.count for t, i in bag.topics.items()}
+    for topic in ('/camera/scene/image_raw', '/joint_states', '/policy/action_chunk',
+                  '/commands', '/safety/execution', '/sim/episode_outcome'):
+        assert counts.get(topic, 0) > 0, (topic, counts)
+    assert counts['/sim/episode_outcome'] == 1
+    assert counts == first['messages']
+    assert sum(first['interventions'].values()) == counts.get('/safety/events', 0)
+
+
+def test_split_service_estops_and_max_duration(ros_context, proc_env, tmp_path):
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Bool
+    from std_srvs.srv import Trigger
+    from rclpy.qos import qos_profile_sensor_data
+    import rclpy
+    out = tmp_path / 'episodes'
+    rec = NodeProcess('wam_runtime.ros.recorder_node', proc_env, 'recorder_node', None,
+                      ['-p', f'output_dir:={out}', '-p', 'max_episode_s:=1.5'],
+                      log_dir=str(tmp_path))
+    try:
+        node = ros_context(rclpy.create_node('recorder_test', context=ros_context.context))
+        js = node.create_publisher(JointState, 'joint_states', qos_profile_sensor_data)
+        estop = node.create_publisher(Bool, 'safety/estop', 10)
+        split = node.create_client(Trigger, 'recorder/split')
+        assert split.wait_for_service(timeout_sec=20.0), rec.output()
+        assert wait_for(lambda: js.get_subscription_count() > 0 and
+                        estop.get_subscription_count() > 0, 10.0)
+
+        def publish(seconds):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                msg = JointState(name=['joint_1'], position=[0.0])
+                msg.header.stamp = node.get_clock().now().to_msg()
+                js.publish(msg)
+                time.sleep(0.02)
+
+        publish(0.5)
+        estop.publish(Bool(data=True))
+        estop.publish(Bool(data=False))
+        publish(0.3)
+        future = split.call_async(Trigger.Request())
+        assert wait_for(future.done, 5.0) and future.result().success
+        publish(2.2)       # longer than max_episode_s: cut in two
+    finally:
+        assert rec.stop(timeout_s=15.0) == 0, rec.output()
+    eps = _episodes(str(out))
+    assert [e['end_reason'] for e in eps] == ['manual', 'max_duration', 'shutdown'], eps
+    assert eps[0]['estop_presses'] == 1
+    assert eps[0]['messages']['/safety/estop'] == 2
+    assert all(e['messages'].get('/joint_states', 0) > 5 for e in eps)
+    assert eps[1]['duration_s'] <= 1.5
+    for e in eps:
+        with open_bag(str(out / e['path'])) as bag:
+            assert not bag.warnings
+            assert bag.topics['/joint_states'].count == e['messages']['/joint_states']

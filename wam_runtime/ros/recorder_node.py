@@ -1,0 +1,253 @@
+"""recorder_node: record episodes to rosbag2 (MCAP) for fine-tuning and replay.
+
+Subscribes, with raw subscriptions (the CDR bytes exactly as on the wire), to the inputs
+(``camera/<name>/image_raw`` or ``.../compressed`` for every camera in ``camera_names``,
+``joint_states``), the policy (``policy/action_chunk``, ``policy/surprise``), the safety
+controller (``commands``, ``joint_trajectory``, ``safety/events``, ``safety/execution``),
+``safety/estop`` and the episode outcome (``sim/episode_outcome``, std_msgs/String JSON; a
+real robot's task checker may publish the same). One bag per episode:
+``<output_dir>/<episode_prefix>_NNNN/``, readable with ``rosbags`` and
+``wam-runtime replay``.
+
+An episode ends when an outcome arrives (``split_on_outcome``), when ``recorder/split``
+(std_srvs/Trigger) is called, after ``max_episode_s``, or at shutdown; the next one starts
+with the next message. On closing, the episode's outcome, message counts, interventions by
+reason and e-stop presses go into the bag's metadata (``custom_data['wam_runtime.episode']``)
+and as one JSON line into ``<output_dir>/episodes.jsonl``. Messages are written on a
+separate thread, so callbacks never wait for the disk.
+"""
+
+from collections import deque
+import json
+import os
+import threading
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Bool, Float32, Float64MultiArray, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from wam_runtime.core.params import Kind
+from wam_runtime.replay.bag_io import BagWriter, STORAGE_PLUGINS
+from wam_runtime.ros.common import ConfigError, declare_params, ParamSpec, run_node
+
+PARAMS = (
+    ParamSpec('output_dir', Kind('string'), 'Folder for the episode bags (created).'),
+    ParamSpec('storage_id', 'mcap', "Bag storage: 'mcap' or 'sqlite3'."),
+    ParamSpec('camera_names', ['scene'], 'Cameras recorded from camera/<name>/image_raw.'),
+    ParamSpec('compressed_cameras', Kind('string_array'),
+              'Cameras recorded from camera/<name>/image_raw/compressed instead.',
+              optional=True),
+    ParamSpec('outcome_topic', 'sim/episode_outcome',
+              'std_msgs/String (JSON) that reports the end of an episode.'),
+    ParamSpec('split_on_outcome', True, 'End the episode when an outcome arrives.'),
+    ParamSpec('max_episode_s', 0.0, 'End an episode after this long (s; 0 = no limit).'),
+    ParamSpec('episode_prefix', 'episode', 'Episode folder name prefix.'),
+    ParamSpec('record_diagnostics', False, 'Also record /diagnostics.'),
+)
+
+SPLIT = 'split'
+
+
+def _sensor_qos(depth: int = 50) -> QoSProfile:
+    return QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT)
+
+
+class _Episode:
+    """The open bag of the current episode and what is counted for its index line."""
+
+    def __init__(self, index: int, path: str, storage: str, start_ns: int) -> None:
+        self.index = index
+        self.path = path
+        self.writer = BagWriter(path, storage)
+        self.start_ns = start_ns
+        self.end_ns = start_ns
+        self.interventions: Dict[str, int] = {}
+        self.estops = 0
+        self.outcome: Optional[Dict[str, Any]] = None
+
+
+class RecorderNode(Node):
+    """Raw subscriptions -> a queue -> a writer thread -> one rosbag2 per episode."""
+
+    def __init__(self) -> None:
+        super().__init__('recorder_node')
+        p = declare_params(self, PARAMS)
+        if p['storage_id'] not in STORAGE_PLUGINS:
+            raise ConfigError(f'storage_id: {p["storage_id"]!r} is not one of '
+                              f'{sorted(STORAGE_PLUGINS)}')
+        if p['max_episode_s'] < 0:
+            raise ConfigError(f'max_episode_s: must be >= 0, got {p["max_episode_s"]}')
+        compressed = list(p['compressed_cameras'] or [])
+        unknown = sorted(set(compressed) - set(p['camera_names']))
+        if unknown:
+            raise ConfigError(f'compressed_cameras: {unknown} are not in camera_names')
+        self.p = p
+        self.output_dir = p['output_dir']
+        try:
+            os.makedirs(self.output_dir, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f'output_dir: cannot create {self.output_dir!r} '
+                              f'({exc.strerror})') from None
+        self._queue: Deque[Tuple] = deque()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._running = True
+        self._episode: Optional[_Episode] = None
+        self._next_index = self._first_free_index()
+        self.written: List[str] = []
+        self.errors: List[str] = []
+        reliable = QoSProfile(depth=100)
+        topics: List[Tuple[str, Any, str, QoSProfile]] = []
+        for cam in p['camera_names']:
+            if cam in compressed:
+                topics.append((f'camera/{cam}/image_raw/compressed', CompressedImage,
+                               'sensor_msgs/msg/CompressedImage', _sensor_qos()))
+            else:
+                topics.append((f'camera/{cam}/image_raw', Image, 'sensor_msgs/msg/Image',
+                               _sensor_qos()))
+        topics += [
+            ('joint_states', JointState, 'sensor_msgs/msg/JointState', _sensor_qos(200)),
+            ('policy/action_chunk', JointTrajectory, 'trajectory_msgs/msg/JointTrajectory',
+             reliable),
+            ('policy/surprise', Float32, 'std_msgs/msg/Float32', reliable),
+            ('commands', Float64MultiArray, 'std_msgs/msg/Float64MultiArray',
+             QoSProfile(depth=500)),
+            ('joint_trajectory', JointTrajectory, 'trajectory_msgs/msg/JointTrajectory',
+             QoSProfile(depth=500)),
+            ('safety/events', DiagnosticStatus, 'diagnostic_msgs/msg/DiagnosticStatus',
+             QoSProfile(depth=500)),
+            ('safety/execution', Float64MultiArray, 'std_msgs/msg/Float64MultiArray',
+             QoSProfile(depth=500)),
+            ('safety/estop', Bool, 'std_msgs/msg/Bool', reliable),
+            (p['outcome_topic'], String, 'std_msgs/msg/String', reliable),
+        ]
+        if p['record_diagnostics']:
+            from diagnostic_msgs.msg import DiagnosticArray
+            topics.append(('/diagnostics', DiagnosticArray,
+                           'diagnostic_msgs/msg/DiagnosticArray', reliable))
+        self._subs = []
+        for topic, cls, msgtype, qos in topics:
+            name = self.resolve_topic_name(topic)   # absolute, remaps applied
+            outcome = topic == p['outcome_topic']
+            self._subs.append(self.create_subscription(
+                cls, topic,
+                lambda raw, n=name, m=msgtype, o=outcome: self._on_message(n, m, raw, o),
+                qos, raw=True))
+        self.create_service(Trigger, 'recorder/split', self._on_split)
+        self._thread = threading.Thread(target=self._writer_loop, name='episode_writer',
+                                        daemon=True)
+        self._thread.start()
+        self.get_logger().info(
+            f'recording episodes ({p["storage_id"]}) to {self.output_dir}: '
+            f'{[t for t, *_ in topics]}')
+
+    def _first_free_index(self) -> int:
+        prefix = self.p['episode_prefix'] + '_'
+        taken = [int(n[len(prefix):]) for n in os.listdir(self.output_dir)
+                 if n.startswith(prefix) and n[len(prefix):].isdigit()]
+        return max(taken) + 1 if taken else 0
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_message(self, topic: str, msgtype: str, raw: bytes, outcome: bool) -> None:
+        t_ns = self.get_clock().now().nanoseconds
+        self._queue.append(('msg', t_ns, topic, msgtype, bytes(raw)))
+        if outcome and self.p['split_on_outcome']:
+            self._queue.append((SPLIT, t_ns, 'outcome'))
+        self._wake.set()
+
+    def _on_split(self, request, response):
+        self._queue.append((SPLIT, self.get_clock().now().nanoseconds, 'manual'))
+        self._wake.set()
+        response.success = True
+        response.message = 'episode closed; the next message starts a new one'
+        return response
+
+    # ------------------------------------------------------------------ writer thread
+    def _writer_loop(self) -> None:
+        while self._running or self._queue:
+            self._wake.wait(timeout=0.2)
+            self._wake.clear()
+            while self._queue:
+                item = self._queue.popleft()
+                try:
+                    if item[0] == SPLIT:
+                        self._close(item[2])
+                    else:
+                        self._write(*item[1:])
+                except Exception as exc:  # noqa: B902 - a disk error must not kill the node
+                    self.errors.append(str(exc))
+                    self.get_logger().error(f'recording failed: {exc}',
+                                            throttle_duration_sec=5.0)
+        self._close('shutdown')
+
+    def _write(self, t_ns: int, topic: str, msgtype: str, data: bytes) -> None:
+        ep = self._episode
+        limit = self.p['max_episode_s']
+        if ep is not None and limit > 0 and t_ns - ep.start_ns > limit * 1e9:
+            self._close('max_duration')
+            ep = None
+        if ep is None:
+            index = self._next_index
+            self._next_index += 1
+            path = os.path.join(self.output_dir, f'{self.p["episode_prefix"]}_{index:04d}')
+            ep = self._episode = _Episode(index, path, self.p['storage_id'], t_ns)
+        ep.writer.write(t_ns, topic, msgtype, data)
+        ep.end_ns = max(ep.end_ns, t_ns)
+        if msgtype == 'diagnostic_msgs/msg/DiagnosticStatus':
+            reason = deserialize_message(data, DiagnosticStatus).name
+            ep.interventions[reason] = ep.interventions.get(reason, 0) + 1
+        elif msgtype == 'std_msgs/msg/Bool' and topic.endswith('safety/estop'):
+            ep.estops += int(deserialize_message(data, Bool).data)
+        elif msgtype == 'std_msgs/msg/String' and topic.strip('/') == \
+                self.p['outcome_topic'].strip('/'):
+            text = deserialize_message(data, String).data
+            try:
+                ep.outcome = json.loads(text)
+            except ValueError:
+                ep.outcome = {'text': text}
+
+    def _close(self, reason: str) -> None:
+        ep, self._episode = self._episode, None
+        if ep is None:
+            return
+        outcome = ep.outcome or {}
+        info = {
+            'episode': ep.index, 'path': os.path.basename(ep.path), 'end_reason': reason,
+            'seed': outcome.get('seed'), 'success': outcome.get('success'),
+            'outcome': ep.outcome, 'start_ns': ep.start_ns, 'end_ns': ep.end_ns,
+            'duration_s': round((ep.end_ns - ep.start_ns) * 1e-9, 6),
+            'messages': dict(sorted(ep.writer.counts.items())),
+            'interventions': dict(sorted(ep.interventions.items())),
+            'estop_presses': ep.estops, 'storage': self.p['storage_id'],
+        }
+        ep.writer.set_custom_data('wam_runtime.episode', json.dumps(info, sort_keys=True))
+        ep.writer.close()
+        with open(os.path.join(self.output_dir, 'episodes.jsonl'), 'a', encoding='utf-8') as f:
+            f.write(json.dumps(info, sort_keys=True) + '\n')
+        self.written.append(ep.path)
+        self.get_logger().info(
+            f'episode {ep.index} written ({reason}): {ep.path}, {info["duration_s"]:.1f} s, '
+            f'{sum(info["messages"].values())} messages, outcome {ep.outcome}')
+
+    def destroy_node(self) -> None:
+        """Close the open episode (its bag is complete afterwards), then the node."""
+        self._running = False
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10.0)
+        super().destroy_node()
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    """Entry point (console script ``recorder_node``)."""
+    return run_node(lambda a: RecorderNode(), args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
