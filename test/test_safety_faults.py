@@ -14,7 +14,7 @@ import pytest
 from rosbags.highlevel import AnyReader
 
 from wam_runtime.core.limits import resolve_limits
-from wam_runtime.processes import NodeProcess, REPO_ROOT, wait_for, write_params
+from wam_runtime.processes import call_service, NodeProcess, REPO_ROOT, wait_for, write_params
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -330,12 +330,8 @@ def test_clock_jumps(ros_context, safety):
 
 
 def _call(client, request, tries=3):
-    """Call an idempotent service, retrying when a response is lost."""
-    for _ in range(tries):
-        fut = client.call_async(request)
-        if wait_for(fut.done, 5.0):
-            return fut.result()
-    raise AssertionError(f'{client.srv_name} did not answer')
+    """Call a service; see wam_runtime.processes.call_service."""
+    return call_service(client, request, tries=tries)
 
 
 def test_incident_bag_survives_killing_the_node(harness, safety, tmp_path):

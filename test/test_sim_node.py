@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from wam_runtime.processes import NodeProcess, wait_for
+from wam_runtime.processes import call_service, NodeProcess, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -50,12 +50,8 @@ def client(ros_context):
 
 
 def _call(client, request, tries=3):
-    """Call an idempotent service, retrying when a response is lost."""
-    for _ in range(tries):
-        fut = client.call_async(request)
-        if wait_for(fut.done, 5.0):
-            return fut.result()
-    raise AssertionError(f'{client.srv_name} did not answer')
+    """Call a service; see wam_runtime.processes.call_service."""
+    return call_service(client, request, tries=tries)
 
 
 def _set_seed(node, value):

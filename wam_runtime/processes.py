@@ -116,3 +116,17 @@ def wait_for(predicate, timeout_s: float, period_s: float = 0.05) -> bool:
             return True
         time.sleep(period_s)
     return bool(predicate())
+
+
+def call_service(client, request, timeout_s: float = 5.0, tries: int = 3):
+    """Call an rclpy service client from a non-executor thread and return the response.
+
+    A request sent right after discovery can lose its response, so an idempotent request
+    is retried ``tries`` times; pass ``tries=1`` for one that is not. Raises
+    RuntimeError when no response arrives.
+    """
+    for _ in range(tries):
+        future = client.call_async(request)
+        if wait_for(future.done, timeout_s):
+            return future.result()
+    raise RuntimeError(f'service {client.srv_name} did not answer')

@@ -23,6 +23,7 @@ import numpy as np
 
 from wam_runtime.core.gate import gate_step, GateState, Intervention, JointLimits
 from wam_runtime.core.scheduler import ChunkReport, ChunkScheduler, SchedulerConfig
+from wam_runtime.core.surprise import SurpriseGovernor
 
 # Chunk rejection reasons.
 CHUNK_NON_FINITE = 'chunk_non_finite'
@@ -159,9 +160,15 @@ class TickResult:
 class SafetyController:
     """Fail-closed chunk executor: measured state + chunks in, gated commands out."""
 
-    def __init__(self, config: ControllerConfig, enabled: bool = True) -> None:
-        """Start with no state, no chunk and no previous command."""
+    def __init__(self, config: ControllerConfig, enabled: bool = True,
+                 governor: Optional[SurpriseGovernor] = None) -> None:
+        """Start with no state, no chunk and no previous command.
+
+        ``governor`` (optional) turns world-model surprise into a playback speed limit.
+        """
         self.config = config
+        self.governor = governor
+        self._surprise_reason = 'nominal'
         self.enabled = enabled
         self.joint_names = config.limits.joint_names
         self._state: Optional[np.ndarray] = None
@@ -230,6 +237,11 @@ class SafetyController:
                 self.enabled = False
             else:
                 self._disable_requested = True
+
+    def on_surprise(self, surprise: float, now_s: float) -> None:
+        """Record a world-model surprise value (ignored without a governor)."""
+        if self.governor is not None:
+            self.governor.update(float(surprise), now_s)
 
     def set_speed_limit(self, scale: float, reason: str = '') -> None:
         """Limit playback speed to ``scale`` in [0, 1]; 0 makes a controlled stop.
@@ -367,6 +379,7 @@ class SafetyController:
             self._last_tick = now_s - cfg.control_period_s
         dt = now_s - self._last_tick      # <= 0 after a backward clock jump: one held tick
         self._last_tick = now_s
+        surprise = self._apply_governor(now_s)
         jumped = dt < -cfg.control_period_s
         if jumped:
             # Time went backwards (simulation reset, bag loop): every stamp we hold is now in
@@ -385,6 +398,8 @@ class SafetyController:
             elif target is None:
                 stop = CHUNK_EXHAUSTED  # the playback clock ran past the newest chunk
         result = TickResult(None, MODE_TRACKING)
+        if surprise is not None:
+            result.interventions.append(surprise)
         if jumped:
             result.interventions.append(Intervention(CLOCK_JUMP_BACK, '', float('nan'),
                                                      float('nan')))
@@ -432,6 +447,18 @@ class SafetyController:
             self._disable_requested = False
             self.enabled = False
         return result
+
+    def _apply_governor(self, now_s: float) -> Optional[Intervention]:
+        """Limit playback speed by surprise; return an intervention when the reason changes."""
+        if self.governor is None:
+            return None
+        decision = self.governor.scale(now_s)
+        self.set_speed_limit(decision.scale)
+        if decision.reason == self._surprise_reason:
+            return None
+        self._surprise_reason = decision.reason
+        self.count(decision.reason)
+        return Intervention(decision.reason, '', float('nan'), decision.scale)
 
     def _monitor_standstill(self, now_s: float, result: TickResult) -> None:
         cfg = self.config

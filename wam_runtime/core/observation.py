@@ -121,3 +121,32 @@ class ObservationAssembler:
         received = [r for _, _, r in frames.values() if r is not None]
         return Observation({c: item for c, (_, item, _) in frames.items()}, q, oldest,
                            newest, state_stamp, max(received) if received else None)
+
+
+class JointMapper:
+    """Pick named joints out of (names, positions), caching the index map per name list."""
+
+    def __init__(self, joint_names: Sequence[str]) -> None:
+        """Map to ``joint_names`` order."""
+        self.joint_names = tuple(joint_names)
+        self._cache: Dict[Tuple[str, ...], np.ndarray] = {}
+
+    def __call__(self, names: Sequence[str], position: Sequence[float]) -> np.ndarray:
+        """Return positions in ``joint_names`` order; raise ValueError on bad input."""
+        key = tuple(names)
+        idx = self._cache.get(key)
+        if idx is None:
+            missing = [n for n in self.joint_names if n not in key]
+            if missing or len(set(key)) != len(key):
+                raise ValueError(f'joint_states lacks {missing}' if missing
+                                 else 'joint_states has duplicate names')
+            idx = np.array([key.index(n) for n in self.joint_names])
+            if len(self._cache) < 16:
+                self._cache[key] = idx
+        pos = np.asarray(position, dtype=np.float64)
+        if pos.size != len(key):
+            raise ValueError(f'joint_states has {len(key)} names but {pos.size} positions')
+        q = pos[idx]
+        if not np.isfinite(q).all():
+            raise ValueError('joint_states has non-finite positions')
+        return q

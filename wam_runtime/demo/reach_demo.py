@@ -27,7 +27,8 @@ import yaml
 
 from wam_runtime.core.gate import JointLimits
 from wam_runtime.core.limits import resolve_limits
-from wam_runtime.processes import NodeProcess, random_domain_id, ros_env, share_dir, wait_for
+from wam_runtime.processes import (
+    call_service, NodeProcess, random_domain_id, ros_env, share_dir, wait_for)
 from wam_runtime.ros.common import now_s
 from wam_runtime.ros.monitor import Monitor
 
@@ -71,15 +72,7 @@ class EpisodeDriver:
             raise RuntimeError(f'safety_controller did not reach lifecycle state {target}')
 
     def _state(self) -> str:
-        return self._call(self.get_state, GetState.Request()).current_state.label
-
-    def _call(self, client, request, timeout_s: float = 5.0, tries: int = 3):
-        """Call a service; retry when a response is lost (requests here are idempotent)."""
-        for _ in range(tries):
-            future = client.call_async(request)
-            if wait_for(future.done, timeout_s):
-                return future.result()
-        raise RuntimeError(f'service {client.srv_name} did not answer')
+        return call_service(self.get_state, GetState.Request()).current_state.label
 
     def set_gate(self, enabled: bool) -> None:
         """Open or close the safety gate, noting when it was open.
@@ -92,7 +85,7 @@ class EpisodeDriver:
             self._transition(Transition.TRANSITION_ACTIVATE)
             self.active = True
         elif self.active:
-            self._call(self.enable, SetBool.Request(data=enabled))
+            call_service(self.enable, SetBool.Request(data=enabled))
         if enabled:
             self.open_windows.append([now_s(self.node), float('inf')])
 
@@ -106,7 +99,7 @@ class EpisodeDriver:
         for _ in range(3):
             # Setting the seed first makes a retried reset (lost response) start the same
             # episode again instead of the next one.
-            res = self._call(self.params, SetParameters.Request(
+            res = call_service(self.params, SetParameters.Request(
                 parameters=[ParameterMsg(name='episode_seed', value=value)]))
             if not res.results[0].successful:
                 raise RuntimeError(f'seed {seed} refused: {res.results[0].reason}')

@@ -33,7 +33,8 @@ import numpy as np
 from wam_runtime.core import controller as ctl
 from wam_runtime.core.image import CompressedFrame, FrameError, RawFrame, TensorBuilder
 from wam_runtime.core.inference import OnnxPolicy
-from wam_runtime.core.observation import NO_NEW_FRAME, NotReady, ObservationAssembler, SKEWED
+from wam_runtime.core.observation import (
+    JointMapper, NO_NEW_FRAME, NotReady, ObservationAssembler, SKEWED)
 from wam_runtime.core.realtime import ExecutionTracker
 from wam_runtime.core.safety_config import SafetySetup
 from wam_runtime.core.surprise import SurpriseMonitor
@@ -143,32 +144,6 @@ def resolve_inputs(topics: Mapping[str, TopicInfo], camera_names: Sequence[str],
     if events is not None and topics[events].msgtype != STATUS:
         events = None
     return InputTopics(cameras, js, estop, cmd, chunks, events)
-
-
-class _Mapper:
-    """Pick named joints out of a JointState (same checks as the nodes' mapper)."""
-
-    def __init__(self, joint_names: Sequence[str]) -> None:
-        self.joint_names = tuple(joint_names)
-        self._cache: Dict[Tuple[str, ...], np.ndarray] = {}
-
-    def __call__(self, names: Sequence[str], position: np.ndarray) -> np.ndarray:
-        key = tuple(names)
-        idx = self._cache.get(key)
-        if idx is None:
-            missing = [n for n in self.joint_names if n not in key]
-            if missing or len(set(key)) != len(key):
-                raise ValueError(f'joint_states lacks {missing}' if missing
-                                 else 'joint_states has duplicate names')
-            idx = np.array([key.index(n) for n in self.joint_names])
-            self._cache[key] = idx
-        pos = np.asarray(position, dtype=np.float64)
-        if pos.size != len(key):
-            raise ValueError(f'joint_states has {len(key)} names but {pos.size} positions')
-        q = pos[idx]
-        if not np.isfinite(q).all():
-            raise ValueError('joint_states has non-finite positions')
-        return q
 
 
 def command_positions(msgtype: str, msg, joint_names: Sequence[str]) -> Optional[np.ndarray]:
@@ -337,20 +312,19 @@ class ReplayPipeline:
         self._next_allowed = -math.inf
         self._skew_started: Optional[float] = None
         self._new_frame = False
-        self._policy_map = _Mapper(self.contract.state.joint_names)
+        self._policy_map = JointMapper(self.contract.state.joint_names)
         self._schedule = None if recorded_stamps_ns is None else \
             sorted(int(s) for s in recorded_stamps_ns)
         self._last_frame_stamp: Dict[str, float] = {}
 
         self.safety = safety
-        self.core = ctl.SafetyController(safety.config, enabled=not gate_follows_recording)
+        self.core = ctl.SafetyController(safety.config, enabled=not gate_follows_recording,
+                                         governor=safety.governor)
         self._follow_gate = gate_follows_recording
         self._gate_gap_s = gate_gap_s
         self._last_recorded_cmd = -math.inf
         self._gate_open = not gate_follows_recording
-        self.governor = safety.governor
-        self._surprise_reason = 'nominal'
-        self._safety_map = _Mapper(self.core.joint_names)
+        self._safety_map = JointMapper(self.core.joint_names)
         self.output_mode = safety.params['output_mode']
         self._period_ns = _ns(safety.config.control_period_s)
         self._next_tick: Optional[int] = None
@@ -562,8 +536,7 @@ class ReplayPipeline:
         self.run.chunks.append((now, stamp_s, self._to_safety_order(act.joint_names, actions)))
         if surprise is not None:
             self._out(t_ns, 'policy/surprise', FLOAT32, self.msgs.float32(surprise))
-            if self.governor is not None:
-                self.governor.update(float(np.float32(surprise)), now)
+            self.core.on_surprise(float(np.float32(surprise)), now)
         stamp = stamp_ns * 1e-9      # what the controller reads back from the header
         try:
             self.core.on_chunk(act.joint_names, stamp, [t * 1e-9 for t in times_ns],
@@ -585,17 +558,7 @@ class ReplayPipeline:
                 now - self._last_recorded_cmd > self._gate_gap_s:
             self._gate_open = False
             self.core.set_enabled(False)        # the recorded run stopped commanding
-        changed = None
-        if self.governor is not None:
-            decision = self.governor.scale(now)
-            self.core.set_speed_limit(decision.scale)
-            if decision.reason != self._surprise_reason:
-                self._surprise_reason = changed = decision.reason
-                self.core.count(decision.reason)
         result = self.core.tick(now)
-        if changed is not None:
-            self._event(t_ns, changed, '', float('nan'), decision.scale, None,
-                        f'world-model surprise: speed scale {decision.scale:.2f}')
         if result.command is None:
             return
         if self.output_mode == 'forward_command':

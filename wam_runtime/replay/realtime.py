@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from wam_runtime.core.observation import JointMapper
 from wam_runtime.core.params import ConfigError
 from wam_runtime.core.safety_config import build_safety
 from wam_runtime.replay import report
@@ -32,7 +33,7 @@ from wam_runtime.replay.cli import (
     _error_summary, _prepare_out, check_expect, CONFIG_ERRORS, default_model, EXIT_CONFIG,
     EXIT_INPUT, EXIT_OK, load_config, resolve_urdf, sha256_file, UsageError)
 from wam_runtime.replay.pipeline import (
-    _Mapper, chunk_positions, command_positions, FLOAT64_ARRAY, JOINT_STATE, match_topic,
+    chunk_positions, command_positions, FLOAT64_ARRAY, JOINT_STATE, match_topic,
     OUTPUT_TOPICS, RunData, STATUS, TRAJECTORY)
 
 BAG_NAME = 'realtime'
@@ -218,7 +219,7 @@ def main(args) -> int:
             time.sleep(0.5 if args.launch else 0.2)   # let the nodes take the first /clock
             clock['wall0'] = time.monotonic()
             next_clock = 0.0
-            mapper = _Mapper(joint_names)
+            mapper = JointMapper(joint_names)
             for rec in bag.messages():
                 entries.append((rec.t_ns, rec.topic, rec.msgtype, rec.data))
                 due = clock['wall0'] + (rec.t_ns - start) * 1e-9 / args.rate

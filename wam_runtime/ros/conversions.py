@@ -2,7 +2,7 @@
 
 import array
 import sys
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Sequence
 
 from builtin_interfaces.msg import Duration, Time
 import cv2
@@ -11,6 +11,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from wam_runtime.core.image import CompressedFrame, frame_view, PIXEL_FORMATS, RawFrame
+from wam_runtime.core.observation import JointMapper
 
 
 def s_to_time(t: float) -> Time:
@@ -88,33 +89,12 @@ def compressed_image_msg(frame: np.ndarray, encoding: str, stamp: Time, fmt: str
     return msg
 
 
-class JointStateMapper:
-    """Pick named joints out of JointState messages, caching the index map per name list."""
-
-    def __init__(self, joint_names: Sequence[str]) -> None:
-        """Map to ``joint_names`` order."""
-        self.joint_names = tuple(joint_names)
-        self._cache: Dict[Tuple[str, ...], Optional[np.ndarray]] = {}
+class JointStateMapper(JointMapper):
+    """JointMapper for sensor_msgs/JointState messages."""
 
     def positions(self, msg: JointState) -> np.ndarray:
         """Return positions in ``joint_names`` order; raise ValueError on a bad message."""
-        key = tuple(msg.name)
-        idx = self._cache.get(key)
-        if idx is None:
-            missing = [n for n in self.joint_names if n not in key]
-            if missing or len(set(key)) != len(key):
-                raise ValueError(f'joint_states lacks {missing}' if missing
-                                 else 'joint_states has duplicate names')
-            idx = np.array([key.index(n) for n in self.joint_names])
-            if len(self._cache) < 16:
-                self._cache[key] = idx
-        pos = np.asarray(msg.position, dtype=np.float64)
-        if pos.size != len(key):
-            raise ValueError(f'joint_states has {len(key)} names but {pos.size} positions')
-        q = pos[idx]
-        if not np.isfinite(q).all():
-            raise ValueError('joint_states has non-finite positions')
-        return q
+        return self(msg.name, msg.position)
 
 
 def trajectory_msg(joint_names: Sequence[str], stamp: Time, dt_s: float,

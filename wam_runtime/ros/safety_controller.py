@@ -38,7 +38,6 @@ from wam_runtime.core.incident import IncidentRecorder
 from wam_runtime.core.params import SAFETY_PARAMS
 from wam_runtime.core.safety_config import build_safety
 from wam_runtime.core.stats import RateMeter, RollingStats
-from wam_runtime.core.surprise import SurpriseGovernor
 from wam_runtime.ros.common import declare_params, diagnostic_array, now_s, \
     run_node, stamp_to_s
 from wam_runtime.ros.conversions import float_array, JointStateMapper, s_to_duration, \
@@ -66,8 +65,6 @@ class SafetyControllerNode(LifecycleNode):
         self._entities: List = []
         self.params = declare_params(self, PARAMS)
         self.active = False
-        self.governor: Optional[SurpriseGovernor] = None
-        self._surprise_reason = 'nominal'
         self.mode = 'unconfigured'
         if self.params['autostart']:
             self.trigger_configure()
@@ -80,8 +77,7 @@ class SafetyControllerNode(LifecycleNode):
         setup = build_safety(self.params)
         if setup.limits_table:
             self.get_logger().info('effective limits:\n' + setup.limits_table)
-        self.governor = setup.governor
-        return ctl.SafetyController(setup.config, enabled=False)
+        return ctl.SafetyController(setup.config, enabled=False, governor=setup.governor)
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load limits and URDF, create publishers, subscriptions, services and timers."""
@@ -256,9 +252,8 @@ class SafetyControllerNode(LifecycleNode):
             self._event(latched, '', float('nan'), float('nan'), None, 'e-stop pressed')
 
     def _on_surprise(self, msg: Float32) -> None:
-        if self.governor is not None:
-            with self._lock:
-                self.governor.update(float(msg.data), now_s(self))
+        with self._lock:
+            self.core.on_surprise(float(msg.data), now_s(self))
 
     def _on_enable(self, request, response):
         with self._lock:
@@ -283,18 +278,8 @@ class SafetyControllerNode(LifecycleNode):
     def _tick(self) -> None:
         t0 = time.perf_counter()
         now = now_s(self)
-        changed = None
         with self._lock:
-            if self.governor is not None:
-                decision = self.governor.scale(now)
-                self.core.set_speed_limit(decision.scale)
-                if decision.reason != self._surprise_reason:
-                    self._surprise_reason = changed = decision.reason
-                    self.core.count(decision.reason)
             result = self.core.tick(now)
-        if changed is not None:
-            self._event(changed, '', float('nan'), decision.scale, None,
-                        f'world-model surprise: speed scale {decision.scale:.2f}')
         self.mode = self.core.fault or result.mode
         if result.command is None:
             return
