@@ -30,9 +30,13 @@ setup(
         ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
         ('share/' + package_name + '/config', glob('config/*.yaml') + glob('config/*.xml')
          + glob('config/*.urdf')),
+        ('share/' + package_name + '/config/controllers', glob('config/controllers/*.yaml')),
+        ('share/' + package_name + '/config/nodes', glob('config/nodes/*.yaml')),
         ('share/' + package_name + '/models', glob('models/*.onnx') + glob('models/*.md')),
     ],
     install_requires=['setuptools'],
+    # colcon test runs pytest only for packages that declare it (else unittest: 0 tests).
+    extras_require={'test': ['pytest']},
     zip_safe=True,
     maintainer='wam_runtime maintainers',
     maintainer_email='maintainers@wam-runtime.dev',
@@ -41,9 +45,11 @@ setup(
     entry_points={
         'console_scripts': [
             'policy_node = wam_runtime.ros.policy_node:main',
+            'recorder_node = wam_runtime.ros.recorder_node:main',
             'safety_controller = wam_runtime.ros.safety_controller:main',
             'synthetic_camera = wam_runtime.ros.synthetic_camera:main',
             'sim_node = wam_runtime.sim.sim_node:main',
+            'wam-runtime = wam_runtime.cli:main',
         ],
     },
 )

@@ -18,6 +18,7 @@ from typing import Callable, Dict, List
 
 from bench import chunks as chunks_bench
 from bench import preprocess as preprocess_bench
+from bench import replay as replay_bench
 from bench import safety as safety_bench
 import numpy as np
 
@@ -117,6 +118,7 @@ BENCHES: Dict[str, Callable] = {
     'gate_tick': safety_bench.bench_gate_tick,
     'command_jitter': safety_bench.bench_command_jitter,
     'chunk_execution': chunks_bench.bench_chunk_execution,
+    'replay_speed': replay_bench.bench_replay,
 }
 
 

@@ -1,0 +1,180 @@
+"""``wam-runtime``: inspect, check-config, check-launch and the replay dispatch."""
+
+import json
+import os
+import subprocess
+import sys
+import types
+
+import onnx
+import pytest
+import yaml
+
+from wam_runtime import cli
+from wam_runtime.core.model_gen import build_model, make_contract_dict
+from wam_runtime.processes import REPO_ROOT
+
+CONFIG = os.path.join(REPO_ROOT, 'config')
+MODEL = os.path.join(REPO_ROOT, 'models', 'reference_reach.onnx')
+REF_URDF = os.path.join(CONFIG, 'reference_arm.urdf')
+
+
+def _run(capsys, *argv):
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def _reference(tmp_path, **safety):
+    with open(os.path.join(CONFIG, 'reference_arm.yaml'), encoding='utf-8') as f:
+        doc = yaml.safe_load(f)
+    doc['safety_controller']['ros__parameters'].update(safety)
+    path = tmp_path / 'robot.yaml'
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+# ------------------------------------------------------------------ inspect
+def test_inspect_prints_contract_io_and_validity(capsys):
+    code, out = _run(capsys, 'inspect', MODEL)
+    assert code == 0
+    for text in ('image_scene', '[1, 3, 64, 64]', 'actions', '[1, 16, 6]',
+                 "camera 'scene' <- input 'image_scene': 64x64 rgb8 NCHW float32",
+                 '16 steps x 0.05 s = 0.8 s', 'world model', 'sha256', 'valid     the contract'):
+        assert text in out, text
+
+
+def test_inspect_json_is_the_contract(capsys):
+    code, out = _run(capsys, 'inspect', MODEL, '--json')
+    assert code == 0
+    assert json.loads(out)['action']['horizon'] == 16
+
+
+def test_inspect_names_the_mismatching_field(tmp_path, capsys):
+    bad = tmp_path / 'bad.onnx'
+    onnx.save(build_model(contract=make_contract_dict(height=96)), str(bad))
+    code, out = _run(capsys, 'inspect', str(bad))
+    assert code == 2
+    assert 'INVALID   contract.cameras[0].height/width/layout' in out
+    assert 'image_scene' in out          # the real inputs are still listed
+
+
+def test_inspect_refuses_missing_contract_and_missing_file(tmp_path, capsys):
+    model = build_model()
+    del model.metadata_props[:]
+    bare = tmp_path / 'bare.onnx'
+    onnx.save(model, str(bare))
+    code, out = _run(capsys, 'inspect', str(bare))
+    assert code == 2 and "no 'wam_runtime.contract' metadata entry" in out
+    code, out = _run(capsys, 'inspect', str(tmp_path / 'none.onnx'))
+    assert code == 2 and 'no such file' in out
+
+
+# ------------------------------------------------------------------ check-config
+def test_check_config_prints_the_effective_limits_with_sources(capsys):
+    code, out = _run(capsys, 'check-config', os.path.join(CONFIG, 'reference_arm.yaml'),
+                     '--urdf', REF_URDF, '--model', MODEL, '--controllers',
+                     os.path.join(CONFIG, 'controllers', 'reference_arm_controllers.yaml'))
+    assert code == 0, out
+    lines = out.splitlines()
+    row = next(line for line in lines if line.startswith('joint_1') and 'upper_limits_rad' in line)
+    assert row.split()[2] == '2.75' and row.endswith('urdf <safety_controller soft_upper_limit>')
+    row = next(line for line in lines if line.startswith('joint_1') and 'acceleration' in line)
+    assert row.endswith('config')
+    assert 'valid     parameters, URDF and joint names agree' in out
+
+
+def test_check_config_without_urdf_uses_config_limits(capsys):
+    code, out = _run(capsys, 'check-config', os.path.join(CONFIG, 'slice.yaml'))
+    assert code == 0, out
+    assert 'limits from the config only' in out
+    assert any(line.startswith('joint_2') and 'lower_limits_rad' in line
+               and line.endswith('config') for line in out.splitlines())
+
+
+def test_generic_template_checks_against_its_urdf(capsys):
+    code, out = _run(capsys, 'check-config', os.path.join(CONFIG, 'generic_7dof.yaml'),
+                     '--urdf', os.path.join(CONFIG, 'generic_7dof.urdf'), '--controllers',
+                     os.path.join(CONFIG, 'controllers', 'generic_7dof_controllers.yaml'))
+    assert code == 0, out
+    assert "'joint_7'" in out
+
+
+@pytest.mark.parametrize('change,message', [
+    ({'upper_limits_rad': [2.76, 1.0, 1.0, 1.0, 1.0, 1.0]},
+     "upper_limits_rad: joint 'joint_1' = 2.76 is looser than urdf"),
+    ({'joint_names': ['joint_1', 'joint_2', 'joint_3', 'joint_4', 'joint_5', 'wrist']},
+     "['wrist'] not movable joints of the URDF"),
+    ({'max_acceleration_rad_s2': [15, 15, 15, 20, 20, 20]},
+     'is integer array, the node declares double array'),
+    ({'max_speed_rad_s': [1.0] * 6}, 'max_speed_rad_s: not a parameter of safety_controller'),
+])
+def test_check_config_refuses_with_the_reason(tmp_path, capsys, change, message):
+    code, out = _run(capsys, 'check-config', _reference(tmp_path, **change), '--urdf', REF_URDF)
+    assert code == 2
+    assert message in out, out
+
+
+def test_check_config_compares_model_and_controller_joints(tmp_path, capsys):
+    model = tmp_path / 'm.onnx'
+    onnx.save(build_model(joint_names=['a', 'b']), str(model))
+    code, out = _run(capsys, 'check-config', os.path.join(CONFIG, 'reference_arm.yaml'),
+                     '--urdf', REF_URDF, '--model', str(model))
+    assert code == 2 and "model action joints ['a', 'b'] differ" in out
+    with open(os.path.join(CONFIG, 'controllers', 'reference_arm_controllers.yaml'),
+              encoding='utf-8') as f:
+        ctl = yaml.safe_load(f)
+    ctl['forward_position_controller']['ros__parameters']['joints'].reverse()
+    path = tmp_path / 'ctl.yaml'
+    path.write_text(yaml.safe_dump(ctl))
+    code, out = _run(capsys, 'check-config', os.path.join(CONFIG, 'reference_arm.yaml'),
+                     '--urdf', REF_URDF, '--controllers', str(path))
+    assert code == 2 and 'in the same order' in out
+
+
+def test_check_config_refuses_unreadable_yaml(tmp_path, capsys):
+    path = tmp_path / 'broken.yaml'
+    path.write_text('safety_controller: [unclosed\n')
+    code, out = _run(capsys, 'check-config', str(path))
+    assert code == 2 and 'not valid YAML' in out
+
+
+# ------------------------------------------------------------------ check-launch
+def test_check_launch_passes_for_the_package(capsys):
+    code, out = _run(capsys, 'check-launch')
+    assert code == 0, out
+    assert out.count('  OK') == 4
+    assert 'expects from outside: /camera/scene/image_raw' in out
+
+
+def test_check_launch_reports_bad_arguments(capsys):
+    code, out = _run(capsys, 'check-launch', os.path.join(REPO_ROOT, 'launch',
+                                                          'bringup.launch.py'),
+                     '--arg', 'output_mode:=velocity')
+    assert code == 2 and "argument 'output_mode' = 'velocity' is not one of" in out
+
+
+# ------------------------------------------------------------------ replay dispatch
+def test_replay_dispatches_to_the_replay_tool(monkeypatch):
+    seen = []
+    fake = types.ModuleType('wam_runtime.replay.cli')
+    fake.main = lambda argv: seen.append(argv) or 7
+    monkeypatch.setitem(sys.modules, 'wam_runtime.replay.cli', fake)
+    assert cli.main(['replay', 'bag', '--config', 'c.yaml', '--realtime']) == 7
+    assert seen == [['bag', '--config', 'c.yaml', '--realtime']]
+
+
+def test_replay_without_the_replay_tool_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, 'wam_runtime.replay.cli', None)
+    code, out = _run(capsys, 'replay', 'bag')
+    assert code == 2
+    assert 'the replay tool (wam_runtime.replay.cli) is not part of this installation' in out
+
+
+def test_console_entry_point_runs_as_a_process():
+    res = subprocess.run([sys.executable, '-m', 'wam_runtime.cli', 'inspect', MODEL],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run([sys.executable, '-m', 'wam_runtime.cli', 'bogus'], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and 'invalid choice' in res.stderr
