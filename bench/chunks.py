@@ -17,7 +17,7 @@ def _run(blend: str) -> Dict:
     out = tempfile.mkdtemp(prefix=f'wam_bench_chunks_{blend}_')
     with open(os.path.join(REPO_ROOT, 'config', 'reference_arm.yaml'), encoding='utf-8') as f:
         cfg = yaml.safe_load(f)
-    cfg['safety_controller']['ros__parameters']['blend'] = blend
+    cfg['/**/safety_controller']['ros__parameters']['blend'] = blend
     config = os.path.join(out, 'config.yaml')
     with open(config, 'w', encoding='utf-8') as f:
         yaml.safe_dump(cfg, f)

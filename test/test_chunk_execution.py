@@ -16,13 +16,14 @@ import pytest
 import yaml
 
 from wam_runtime.core.model_gen import build_model
+from wam_runtime.core.params import node_parameters
 from wam_runtime.processes import NodeProcess, REPO_ROOT, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 CONFIG = os.path.join(REPO_ROOT, 'config', 'slice.yaml')
 with open(CONFIG, encoding='utf-8') as _f:
-    SAFETY = yaml.safe_load(_f)['safety_controller']['ros__parameters']
+    SAFETY = node_parameters(yaml.safe_load(_f), 'safety_controller')
 VMAX = np.array(SAFETY['max_velocity_rad_s'])
 
 

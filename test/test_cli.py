@@ -28,7 +28,7 @@ def _run(capsys, *argv):
 def _reference(tmp_path, **safety):
     with open(os.path.join(CONFIG, 'reference_arm.yaml'), encoding='utf-8') as f:
         doc = yaml.safe_load(f)
-    doc['safety_controller']['ros__parameters'].update(safety)
+    doc['/**/safety_controller']['ros__parameters'].update(safety)
     path = tmp_path / 'robot.yaml'
     path.write_text(yaml.safe_dump(doc))
     return str(path)

@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 import pytest
-import yaml
 
 from wam_runtime.core.limits import parse_urdf_joints
 from wam_runtime.processes import NodeProcess, REPO_ROOT, wait_for
@@ -125,19 +124,10 @@ else:
 
 
 # ------------------------------------------------------------------ the same wiring, no launch
-def _wildcard_config(tmp_path):
-    """reference_arm.yaml with /**/ section keys, so that it applies in a namespace."""
-    with open(os.path.join(REPO_ROOT, 'config', 'reference_arm.yaml'), encoding='utf-8') as f:
-        doc = yaml.safe_load(f)
-    path = tmp_path / 'reference_arm_any_namespace.yaml'
-    path.write_text(yaml.safe_dump({f'/**/{key}': value for key, value in doc.items()}))
-    return str(path)
-
-
 @pytest.mark.parametrize('namespace', ['', 'arm'])
 def test_sim_launch_equivalent_commands_flow(namespace, proc_env, ros_context, tmp_path):
-    args = {'namespace': namespace, 'config_file': _wildcard_config(tmp_path)} \
-        if namespace else {}
+    # The shipped configuration has /**/ section keys, so it applies in a namespace too.
+    args = {'namespace': namespace} if namespace else {}
     plan = validate_launch(SIM_LAUNCH, REPO_ROOT, args)
     assert [str(f) for f in plan.errors] == []
     safety = plan.node('safety_controller')

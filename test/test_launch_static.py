@@ -156,21 +156,23 @@ def test_replay_launch_command_line_is_accepted_by_the_replay_tool():
 
 
 def test_namespaced_bringup_needs_wildcard_sections(tmp_path):
+    # The shipped configuration uses /**/ keys, so it applies in any namespace...
     plan = _validate('sim.launch.py', namespace='robot1')
-    errors = _errors(plan)
-    assert any('none applies in namespace /robot1' in e and '/**/safety_controller' in e
-               for e in errors), errors
-    with open(os.path.join(CONFIG, 'reference_arm.yaml'), encoding='utf-8') as f:
-        doc = yaml.safe_load(f)
-    wild = tmp_path / 'wild.yaml'
-    wild.write_text(yaml.safe_dump({f'/**/{k}': v for k, v in doc.items()}))
-    plan = _validate('sim.launch.py', namespace='robot1', config_file=str(wild))
     assert _errors(plan) == []
     assert {n.fqn for n in plan.nodes} == {'/robot1/sim_node', '/robot1/policy_node',
                                            '/robot1/safety_controller'}
     assert plan.resolved('/robot1/safety_controller', 'commands') == '/robot1/commands'
     assert plan.resolved('/robot1/policy_node', 'camera/scene/image_raw') == \
         '/robot1/camera/scene/image_raw'
+    # ...while plain node-name keys would silently apply to /node only: refused.
+    with open(os.path.join(CONFIG, 'reference_arm.yaml'), encoding='utf-8') as f:
+        doc = yaml.safe_load(f)
+    plain = tmp_path / 'plain.yaml'
+    plain.write_text(yaml.safe_dump({k.replace('/**/', ''): v for k, v in doc.items()}))
+    plan = _validate('sim.launch.py', namespace='robot1', config_file=str(plain))
+    errors = _errors(plan)
+    assert any('none applies in namespace /robot1' in e and '/**/safety_controller' in e
+               for e in errors), errors
 
 
 def test_generic_template_with_the_reference_model_is_refused_for_its_joints():
@@ -254,7 +256,7 @@ def test_parameter_type_and_name_mistakes_are_named(tmp_path):
 def test_limits_looser_than_the_urdf_fail_validation(tmp_path):
     with open(os.path.join(CONFIG, 'reference_arm.yaml'), encoding='utf-8') as f:
         doc = yaml.safe_load(f)
-    doc['safety_controller']['ros__parameters']['upper_limits_rad'] = [9.0] * 6
+    doc['/**/safety_controller']['ros__parameters']['upper_limits_rad'] = [9.0] * 6
     cfg = tmp_path / 'loose.yaml'
     cfg.write_text(yaml.safe_dump(doc))
     errors = '\n'.join(_errors(_validate('bringup.launch.py', config_file=str(cfg))))

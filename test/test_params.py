@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from wam_runtime.core.gate import LimitsError
-from wam_runtime.core.params import ConfigError, POLICY_PARAMS, resolve, SAFETY_PARAMS
+from wam_runtime.core.params import (
+    ConfigError, node_parameters, POLICY_PARAMS, resolve, SAFETY_PARAMS)
 from wam_runtime.core.safety_config import build_safety
 from wam_runtime.processes import REPO_ROOT
 
@@ -19,8 +20,8 @@ def _yaml(name):
 def test_every_shipped_yaml_parameter_is_declared():
     for name in ('reference_arm.yaml', 'slice.yaml'):
         cfg = _yaml(name)
-        resolve(SAFETY_PARAMS, cfg['safety_controller']['ros__parameters'])
-        resolve(POLICY_PARAMS, dict(cfg['policy_node']['ros__parameters'], model_path='m'))
+        resolve(SAFETY_PARAMS, node_parameters(cfg, 'safety_controller'))
+        resolve(POLICY_PARAMS, dict(node_parameters(cfg, 'policy_node'), model_path='m'))
 
 
 def test_unknown_and_missing_parameters_are_named():
@@ -31,7 +32,7 @@ def test_unknown_and_missing_parameters_are_named():
 
 
 def test_reference_config_builds_with_urdf_workspace_and_governor():
-    p = dict(_yaml('reference_arm.yaml')['safety_controller']['ros__parameters'],
+    p = dict(node_parameters(_yaml('reference_arm.yaml'), 'safety_controller'),
              urdf_path=os.path.join(REPO_ROOT, 'config', 'reference_arm.urdf'))
     setup = build_safety(p)
     assert setup.config.limits.upper[0] == 2.75
@@ -48,7 +49,7 @@ def test_reference_config_builds_with_urdf_workspace_and_governor():
     ({'surprise_stop_threshold': 1e-6}, ConfigError, 'surprise_stop_threshold'),
 ])
 def test_bad_values_name_the_parameter(change, error, message):
-    p = dict(_yaml('reference_arm.yaml')['safety_controller']['ros__parameters'],
+    p = dict(node_parameters(_yaml('reference_arm.yaml'), 'safety_controller'),
              urdf_path=os.path.join(REPO_ROOT, 'config', 'reference_arm.urdf'))
     p.update(change)
     with pytest.raises(error, match=message):

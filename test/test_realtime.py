@@ -37,3 +37,16 @@ def test_automatic_threshold_is_delay_plus_one_step():
     tr.on_feedback(0.0, remaining_s=0.2, speed=1.0, received_s=0.0)
     assert tr.should_infer(0.0, 0.0) is False
     assert tr.should_infer(0.06, 0.0) is True             # 0.14 s <= 0.1 + 0.05
+
+
+def test_a_chunk_published_after_the_last_feedback_counts_as_executing():
+    tr = ExecutionTracker(dt_s=0.05, horizon=16)
+    tr.on_published(1.0, np.zeros((16, 1)))
+    tr.on_feedback(1.0, remaining_s=0.1, speed=1.0, received_s=1.7)
+    assert tr.should_infer(1.7, 0.2) is True
+    tr.on_published(1.65, np.ones((16, 1)), published_s=1.705)   # feedback hasn't seen it
+    assert tr.executing_chunk()[0] == pytest.approx(1.65)
+    assert tr.remaining_s(1.71) == pytest.approx(1.65 + 0.8 - 1.71)
+    assert tr.should_infer(1.71, 0.2) is False      # no second inference right away
+    targets, _ = tr.prefix(1.7)
+    np.testing.assert_allclose(targets[:, 0], 1.0)  # prefix from the newest chunk

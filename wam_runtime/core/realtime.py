@@ -15,6 +15,9 @@ from typing import Optional, Tuple
 import numpy as np
 
 
+FEEDBACK_GRACE_S = 0.1   # publication -> controller -> feedback, with margin
+
+
 class ExecutionTracker:
     """Published chunks + execution feedback -> inference trigger and prefix inputs."""
 
@@ -27,11 +30,14 @@ class ExecutionTracker:
         self._chunks: 'OrderedDict[float, np.ndarray]' = OrderedDict()
         self._history = history
         self._feedback: Optional[Tuple[float, float, float, float]] = None
+        self._published_s = -math.inf
         self._delay = 0.0
 
-    def on_published(self, stamp_s: float, positions: np.ndarray) -> None:
+    def on_published(self, stamp_s: float, positions: np.ndarray,
+                     published_s: Optional[float] = None) -> None:
         """Remember a published chunk (absolute targets, step k at stamp + (k+1) dt)."""
-        self._chunks[round(stamp_s, 9)] = np.asarray(positions, np.float64).copy()
+        self._chunks[stamp_s] = np.asarray(positions, np.float64).copy()
+        self._published_s = stamp_s if published_s is None else published_s
         while len(self._chunks) > self._history:
             self._chunks.popitem(last=False)
 
@@ -50,10 +56,32 @@ class ExecutionTracker:
         """Observation-to-publish delay to plan for (recent worst, smoothed)."""
         return self._delay
 
+    def _newest_unconfirmed(self) -> Optional[float]:
+        """Return the newest published stamp while feedback cannot have seen it yet.
+
+        Feedback received more than FEEDBACK_GRACE_S after the publication that still names
+        an older chunk means the controller did not take the new one: trust the feedback.
+        """
+        if not self._chunks:
+            return None
+        newest = next(reversed(self._chunks))
+        if self._feedback is not None and (
+                round(self._feedback[0], 6) >= round(newest, 6)
+                or self._feedback[3] > self._published_s + FEEDBACK_GRACE_S):
+            return None
+        return newest
+
     def remaining_s(self, now_s: float) -> Optional[float]:
-        """Horizon left in the executing chunk now, or None without fresh feedback."""
+        """Horizon left in the executing chunk now, or None without fresh feedback.
+
+        A chunk published after the last feedback counts as executing (the controller
+        takes a new chunk on arrival), so the next inference is not started twice.
+        """
         if self._feedback is None:
             return None
+        newest = self._newest_unconfirmed()
+        if newest is not None:
+            return max(0.0, newest + self.horizon * self.dt_s - now_s)
         _, remaining, speed, received = self._feedback
         age = now_s - received
         if age > self.feedback_timeout_s or age < 0:
@@ -76,10 +104,12 @@ class ExecutionTracker:
         """Return the executing chunk (by feedback), else the newest published one."""
         if not self._chunks:
             return None
-        if self._feedback is not None:
-            key = round(self._feedback[0], 9)
-            if key in self._chunks:
-                return key, self._chunks[key]
+        if self._feedback is not None and self._newest_unconfirmed() is None:
+            # Stamps travel as ROS Time (ns): match to the microsecond, not bit for bit.
+            wanted = round(self._feedback[0], 6)
+            for key in reversed(self._chunks):
+                if round(key, 6) == wanted:
+                    return key, self._chunks[key]
         key = next(reversed(self._chunks))
         return key, self._chunks[key]
 

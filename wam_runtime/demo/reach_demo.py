@@ -27,6 +27,7 @@ import yaml
 
 from wam_runtime.core.gate import JointLimits
 from wam_runtime.core.limits import resolve_limits
+from wam_runtime.core.params import node_parameters
 from wam_runtime.processes import (
     call_service, NodeProcess, random_domain_id, ros_env, share_dir, wait_for)
 from wam_runtime.ros.common import now_s
@@ -120,10 +121,10 @@ def run(seeds: Sequence[int], out_dir: str, config: str, model: str,
     os.makedirs(out_dir, exist_ok=True)
     with open(config, encoding='utf-8') as f:
         cfg = yaml.safe_load(f)
-    safety = cfg['safety_controller']['ros__parameters']
+    safety = node_parameters(cfg, 'safety_controller')
     with open(urdf, encoding='utf-8') as f:
         limits, _ = resolve_limits(f.read(), safety['joint_names'], safety)
-    timeout_s = cfg['sim_node']['ros__parameters']['episode_timeout_s']
+    timeout_s = node_parameters(cfg, 'sim_node')['episode_timeout_s']
     domain = random_domain_id() if domain_id is None else domain_id
     env = ros_env(domain)
     procs = [

@@ -19,6 +19,7 @@ from rclpy.executors import SingleThreadedExecutor
 import yaml
 
 from wam_runtime.core.model_gen import write_model
+from wam_runtime.core.params import node_parameters
 from wam_runtime.processes import NodeProcess, random_domain_id, ros_env, share_dir, wait_for
 from wam_runtime.ros.monitor import Monitor
 
@@ -43,7 +44,7 @@ def run(duration_s: float, out_dir: str, config: str, width: int, height: int) -
     os.makedirs(out_dir, exist_ok=True)
     model = write_model(os.path.join(out_dir, 'generated_policy.onnx'))
     with open(config, encoding='utf-8') as f:
-        safety_cfg = yaml.safe_load(f)['safety_controller']['ros__parameters']
+        safety_cfg = node_parameters(yaml.safe_load(f), 'safety_controller')
     domain = random_domain_id()
     env = ros_env(domain)
     cam_args = ['-p', f'width:={width}', '-p', f'height:={height}']

@@ -30,7 +30,7 @@ import yaml
 from wam_runtime.core.contract import ContractError
 from wam_runtime.core.gate import LimitsError
 from wam_runtime.core.inference import CPU, ModelLoadError, OnnxPolicy
-from wam_runtime.core.params import ConfigError, POLICY_PARAMS, resolve
+from wam_runtime.core.params import ConfigError, node_parameters, POLICY_PARAMS, resolve
 from wam_runtime.core.safety_config import build_safety, SafetySetup
 from wam_runtime.replay import report
 from wam_runtime.replay.bag_io import BagError, BagWriter, open_bag, storage_file
@@ -56,20 +56,6 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def _node_params(doc: Mapping[str, Any], node: str) -> Dict[str, Any]:
-    """Parameters of ``node`` in a ROS parameter file (``/**`` and namespaced keys too)."""
-    out: Dict[str, Any] = {}
-    for key in ('/**', node, f'/{node}'):
-        block = doc.get(key)
-        if isinstance(block, dict):
-            out.update(block.get('ros__parameters') or {})
-    for key, block in doc.items():
-        if isinstance(key, str) and key.endswith(f'/{node}') and key != f'/{node}' \
-                and isinstance(block, dict):
-            out.update(block.get('ros__parameters') or {})
-    return out
-
-
 def load_config(path: str, overrides: Sequence[str]) -> Tuple[Dict, Dict]:
     """Return (policy_node, safety_controller) parameters from a ROS parameter file.
 
@@ -85,8 +71,8 @@ def load_config(path: str, overrides: Sequence[str]) -> Tuple[Dict, Dict]:
     if not isinstance(doc, dict):
         raise UsageError(f'--config: {path!r} is not a ROS parameter file '
                          '({node: {ros__parameters: ...}})')
-    params = {'policy_node': _node_params(doc, 'policy_node'),
-              'safety_controller': _node_params(doc, 'safety_controller')}
+    params = {'policy_node': node_parameters(doc, 'policy_node'),
+              'safety_controller': node_parameters(doc, 'safety_controller')}
     for item in overrides:
         key, sep, value = item.partition('=')
         node, dot, name = key.partition('.')

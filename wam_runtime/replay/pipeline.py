@@ -531,7 +531,7 @@ class ReplayPipeline:
         times_ns = [_ns((k + 1) * act.dt_s) for k in range(len(actions))]
         self._out(t_ns, 'policy/action_chunk', TRAJECTORY,
                   self.msgs.trajectory(act.joint_names, stamp_ns, times_ns, actions))
-        self.tracker.on_published(stamp_s, actions)
+        self.tracker.on_published(stamp_s, actions, now)
         self.tracker.on_delay(now - stamp_s)
         self.run.chunks.append((now, stamp_s, self._to_safety_order(act.joint_names, actions)))
         if surprise is not None:

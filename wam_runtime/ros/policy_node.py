@@ -255,7 +255,7 @@ class PolicyNode(Node):
         act = self.contract.action
         self.chunk_pub.publish(trajectory_msg(act.joint_names, s_to_time(obs.stamp_s),
                                               act.dt_s, out.actions))
-        self.tracker.on_published(obs.stamp_s, out.actions)
+        self.tracker.on_published(obs.stamp_s, out.actions, now_s(self))
         self.tracker.on_delay(now_s(self) - obs.stamp_s)
         published = time.monotonic()
         if obs.received_s is not None:
