@@ -5,6 +5,7 @@ Every process started here gets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, the
 machine.
 """
 
+import atexit
 import os
 import random
 import signal
@@ -32,9 +33,28 @@ def fastdds_profile() -> str:
     return os.path.join(share_dir(), 'config', 'fastdds_shm.xml')
 
 
+def _domains_in_use() -> set:
+    """Return the ROS_DOMAIN_IDs that running processes on this machine have set."""
+    used = set()
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f'/proc/{pid}/environ', 'rb') as f:
+                for item in f.read().split(b'\0'):
+                    if item.startswith(b'ROS_DOMAIN_ID='):
+                        used.add(item[len(b'ROS_DOMAIN_ID='):].decode(errors='replace'))
+        except OSError:
+            continue
+    return used
+
+
 def random_domain_id() -> int:
-    """Pick a ROS domain id unlikely to collide with other runs here (1..100)."""
-    return random.SystemRandom().randint(1, 100)
+    """Pick a ROS domain id (1..100) that no running process on this machine uses."""
+    rng = random.SystemRandom()
+    used = _domains_in_use()
+    free = [d for d in range(1, 101) if str(d) not in used]
+    return rng.choice(free) if free else rng.randint(1, 100)
 
 
 def ros_env(domain_id: int, base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
@@ -62,8 +82,24 @@ def write_params(path: str, node_name: str, params: Mapping[str, object]) -> str
     return path
 
 
+_LIVE: List['NodeProcess'] = []
+
+
+def _kill_leftovers() -> None:
+    """Kill node processes this interpreter started and did not stop (e.g. a failed test)."""
+    for proc in list(_LIVE):
+        proc.kill()
+
+
+atexit.register(_kill_leftovers)
+
+
 class NodeProcess:
-    """One node module run with ``python -m`` and ``--ros-args``; output to a log file."""
+    """One node module run with ``python -m`` and ``--ros-args``; output to a log file.
+
+    A process left running when the interpreter exits is killed, so a stray node never
+    lingers on a DDS domain that a later run may pick.
+    """
 
     def __init__(self, module: str, env: Mapping[str, str], name: str,
                  params_file: Optional[str] = None, ros_args: Sequence[str] = (),
@@ -80,6 +116,7 @@ class NodeProcess:
         self._log = open(self.log_path, 'w', encoding='utf-8')
         self.proc = subprocess.Popen(cmd, env=dict(env), stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
+        _LIVE.append(self)
 
     def alive(self) -> bool:
         """Return True while the process runs."""
@@ -98,6 +135,8 @@ class NodeProcess:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self in _LIVE:
+            _LIVE.remove(self)
         self._log.close()
         return self.proc.returncode
 
@@ -106,6 +145,8 @@ class NodeProcess:
         if self.alive():
             self.proc.kill()
         self.proc.wait()
+        if self in _LIVE:
+            _LIVE.remove(self)
 
 
 def wait_for(predicate, timeout_s: float, period_s: float = 0.05) -> bool:
