@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from wam_runtime.core.limits import parse_urdf_joints
-from wam_runtime.processes import NodeProcess, REPO_ROOT, wait_for
+from wam_runtime.processes import call_service, NodeProcess, REPO_ROOT, wait_for
 from wam_runtime.tools.launch_check import ros_arguments, validate_launch
 from wam_runtime.tools.params_check import NODE_MODULES
 
@@ -59,6 +59,12 @@ class Probe:
                                       QoSProfile(depth=10))
         self.node.create_subscription(Float64MultiArray, execution_topic,
                                       self.executing.append, QoSProfile(depth=50))
+        from diagnostic_msgs.msg import DiagnosticArray
+        self.diag = {}
+        self.node.create_subscription(
+            DiagnosticArray, '/diagnostics',
+            lambda m: self.diag.update({s.name: {kv.key: kv.value for kv in s.values}
+                                        for s in m.status}), QoSProfile(depth=10))
         self.topic = commands_topic
 
     def moved(self):
@@ -85,7 +91,8 @@ class Probe:
             logs = '\n'.join(f'--- {p.name}\n{p.output()[-2000:]}' for p in processes)
             pytest.fail(f'{len(self.chunks)} chunks, {len(self.executing)} execution '
                         f'reports, {len(self.commands)} commands on {self.topic} moving '
-                        f'{self.moved():.2g} rad after {time.monotonic() - t0:.0f} s\n{logs}')
+                        f'{self.moved():.2g} rad after {time.monotonic() - t0:.0f} s\n'
+                        f'diagnostics: {self.diag}\n{logs}')
         cmds = np.array(self.commands)
         assert cmds.shape[1] == 6 and np.isfinite(cmds).all()
         with open(URDF, encoding='utf-8') as f:
@@ -142,6 +149,15 @@ def test_sim_launch_equivalent_commands_flow(namespace, proc_env, ros_context, t
             procs.append(NodeProcess(NODE_MODULES[node.executable], proc_env, node.name, None,
                                      ros_arguments(node, str(tmp_path)),
                                      log_dir=str(tmp_path)))
+        probe.assert_commands_flow(procs, require_motion=False)
+        # The arm may have reached its first target before the probe saw a command: start
+        # a new episode (another cube position) and require the motion it causes.
+        from std_srvs.srv import Trigger
+        reset = probe.node.create_client(
+            Trigger, f'/{namespace}/sim/reset' if namespace else '/sim/reset')
+        assert reset.wait_for_service(timeout_sec=30.0)
+        probe.commands.clear()
+        call_service(reset, Trigger.Request(), timeout_s=15.0, tries=1)
         probe.assert_commands_flow(procs)
     finally:
         codes = {p.name: p.stop() for p in procs}
