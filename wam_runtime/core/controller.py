@@ -111,17 +111,6 @@ def make_chunk(joint_names: Sequence[str], stamp_s: float, time_from_start_s: Se
     return Chunk(float(stamp_s), stamp_s + t, p[:, order])
 
 
-def sample_chunk(times_s: np.ndarray, positions: np.ndarray, t: float) -> np.ndarray:
-    """Linearly interpolate a chunk at time ``t`` (clamped to its first and last point)."""
-    if t <= times_s[0]:
-        return positions[0].copy()
-    if t >= times_s[-1]:
-        return positions[-1].copy()
-    i = int(np.searchsorted(times_s, t, side='right'))
-    a = (t - times_s[i - 1]) / (times_s[i] - times_s[i - 1])
-    return positions[i - 1] + a * (positions[i] - positions[i - 1])
-
-
 @dataclass
 class ControllerConfig:
     """Everything the safety controller needs besides its inputs."""

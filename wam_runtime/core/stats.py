@@ -1,7 +1,6 @@
 """Small statistics helpers shared by nodes, the demo and the benchmarks."""
 
-from collections import Counter
-from typing import Dict, Iterable, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -60,8 +59,3 @@ class RateMeter:
         if v.size < 2 or v[-1] <= v[0]:
             return 0.0
         return float((v.size - 1) / (v[-1] - v[0]))
-
-
-def count_reasons(reasons: Iterable[str]) -> Dict[str, int]:
-    """Count reason codes into a plain dict (sorted by code)."""
-    return dict(sorted(Counter(reasons).items()))
