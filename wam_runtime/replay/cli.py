@@ -18,7 +18,6 @@ was computed before the problem is in DIR), 130 interrupted.
 """
 
 import argparse
-import hashlib
 import os
 import shutil
 import sys
@@ -29,7 +28,7 @@ import yaml
 
 from wam_runtime.core.contract import ContractError
 from wam_runtime.core.gate import LimitsError
-from wam_runtime.core.inference import CPU, ModelLoadError, OnnxPolicy
+from wam_runtime.core.inference import CPU, file_sha256, ModelLoadError, OnnxPolicy
 from wam_runtime.core.params import ConfigError, node_parameters, POLICY_PARAMS, resolve
 from wam_runtime.core.safety_config import build_safety, SafetySetup
 from wam_runtime.replay import report
@@ -45,15 +44,6 @@ CONFIG_ERRORS = (ConfigError, ContractError, LimitsError, ModelLoadError)
 
 class UsageError(ValueError):
     """Bad command line or configuration file; exit code 2."""
-
-
-def sha256_file(path: str) -> str:
-    """Return the hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_config(path: str, overrides: Sequence[str]) -> Tuple[Dict, Dict]:
@@ -293,12 +283,12 @@ def setup(args) -> Tuple[Dict, SafetySetup, str, Dict[str, Any]]:
     model = pp['model_path']
     inputs: Dict[str, Any] = {
         'bag': os.path.basename(os.path.normpath(args.bag)),
-        'config': os.path.basename(args.config), 'config_sha256': sha256_file(args.config),
+        'config': os.path.basename(args.config), 'config_sha256': file_sha256(args.config),
         'params': list(args.param),
         'model': os.path.basename(model),
-        'model_sha256': sha256_file(model) if os.path.isfile(model) else None,
+        'model_sha256': file_sha256(model) if os.path.isfile(model) else None,
         'urdf': os.path.basename(urdf) if urdf else None,
-        'urdf_sha256': sha256_file(urdf) if urdf and os.path.isfile(urdf) else None,
+        'urdf_sha256': file_sha256(urdf) if urdf and os.path.isfile(urdf) else None,
         'inference_delay_s': args.inference_delay_s,
     }
     return pp, safety, model, inputs
@@ -416,7 +406,7 @@ def run_offline(args) -> int:
     summary = report.build_summary(run, safety.config.control_period_s, inputs, status, error,
                                    warnings, writer.counts)
     mcap = storage_file(bag_path)
-    summary['outputs'] = {'bag': BAG_NAME, 'bag_sha256': sha256_file(mcap) if mcap else None}
+    summary['outputs'] = {'bag': BAG_NAME, 'bag_sha256': file_sha256(mcap) if mcap else None}
     report.write_json(os.path.join(out, 'summary.json'), summary)
     if not args.no_plots and run.first_ns is not None:
         try:

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from wam_runtime.core.inference import file_sha256
 from wam_runtime.core.observation import JointMapper
 from wam_runtime.core.params import ConfigError
 from wam_runtime.core.safety_config import build_safety
@@ -31,7 +32,7 @@ from wam_runtime.replay import report
 from wam_runtime.replay.bag_io import BagError, BagWriter, open_bag, storage_file, typestore
 from wam_runtime.replay.cli import (
     _error_summary, _prepare_out, check_expect, CONFIG_ERRORS, default_model, EXIT_CONFIG,
-    EXIT_INPUT, EXIT_OK, load_config, resolve_urdf, sha256_file, UsageError)
+    EXIT_INPUT, EXIT_OK, load_config, resolve_urdf, UsageError)
 from wam_runtime.replay.pipeline import (
     chunk_positions, command_positions, FLOAT64_ARRAY, JOINT_STATE, match_topic,
     OUTPUT_TOPICS, RunData, STATUS, TRAJECTORY)
@@ -162,7 +163,7 @@ def main(args) -> int:
             raise UsageError('--launch: no model given and the config has no '
                              'policy_node.model_path')
         inputs.update({'config': os.path.basename(args.config),
-                       'config_sha256': sha256_file(args.config),
+                       'config_sha256': file_sha256(args.config),
                        'model': os.path.basename(model) if model else None,
                        'urdf': os.path.basename(urdf) if urdf else None})
     except (UsageError, OSError, ConfigError) + CONFIG_ERRORS as exc:
@@ -269,7 +270,7 @@ def main(args) -> int:
     summary = report.build_summary(run, safety.config.control_period_s, inputs, status, error,
                                    warnings, writer.counts, LATENCY_NOTE)
     mcap = storage_file(bag_path)
-    summary['outputs'] = {'bag': BAG_NAME, 'bag_sha256': sha256_file(mcap) if mcap else None,
+    summary['outputs'] = {'bag': BAG_NAME, 'bag_sha256': file_sha256(mcap) if mcap else None,
                           'node_exit_codes': exit_codes}
     report.write_json(os.path.join(out, 'summary.json'), summary)
     if not args.no_plots and run.first_ns is not None:

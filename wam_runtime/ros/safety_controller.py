@@ -29,7 +29,8 @@ from rclpy.service import Service
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float32, Float64MultiArray, MultiArrayDimension
+from std_msgs.msg import Bool, Float32, Float64MultiArray, MultiArrayDimension, \
+    MultiArrayLayout
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -110,6 +111,8 @@ class SafetyControllerNode(LifecycleNode):
                                                QoSProfile(depth=100))
         self.exec_pub = self.create_publisher(Float64MultiArray, 'safety/execution',
                                               QoSProfile(depth=10))
+        self._exec_layout = MultiArrayLayout(dim=[        # built once, sent every tick
+            MultiArrayDimension(label=label, size=1, stride=1) for label in EXECUTION_FIELDS])
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._entities = [
             self.cmd_pub, self.event_pub, self.exec_pub, self.diag_pub,
@@ -307,10 +310,9 @@ class SafetyControllerNode(LifecycleNode):
 
     def _publish_execution(self, chunk_stamp_s: float) -> None:
         sched = self.core.scheduler
-        msg = Float64MultiArray(data=[chunk_stamp_s, float(sched.executed_step()),
+        msg = Float64MultiArray(layout=self._exec_layout,
+                                data=[chunk_stamp_s, float(sched.executed_step()),
                                       sched.remaining_s(), sched.speed])
-        msg.layout.dim = [MultiArrayDimension(label=label, size=1, stride=1)
-                          for label in EXECUTION_FIELDS]
         self.exec_pub.publish(msg)
 
     def _event(self, reason: str, joint: str, requested: float, allowed: float,
