@@ -4,6 +4,11 @@ The controller keeps serialized messages (CDR bytes, exactly as on the wire) in 
 buffer covering ``window_s``. On an incident the buffer is snapshotted and written by a
 worker thread to ``<incident_dir>/<time>_<reason>/`` with the ``rosbags`` library, so the
 control loop never waits for the disk and each bag is complete as soon as it is closed.
+
+At most one bag is written per ``min_interval_s``: an incident that comes sooner after the
+previous one is deferred, not dropped. Its bag is cut once the interval has passed (at the
+next message), so it still holds the seconds before it, and is named after the first
+deferred reason; further incidents in the same interval go into that bag.
 """
 
 from collections import deque
@@ -30,6 +35,7 @@ class IncidentRecorder:
         self._buf: Deque[Entry] = deque()
         self._lock = threading.Lock()
         self._last_incident_ns: Optional[int] = None
+        self._pending: Optional[Tuple[int, str]] = None    # (time ns, reason) deferred
         self._typestore = get_typestore(Stores.ROS2_JAZZY)
         self._queue: Deque[Tuple[str, List[Entry]]] = deque()
         self._wake = threading.Event()
@@ -42,39 +48,72 @@ class IncidentRecorder:
                                         daemon=True)
         self._thread.start()
 
+    @property
+    def pending(self) -> Optional[str]:
+        """Return the reason of a deferred incident whose bag is not cut yet, or None."""
+        with self._lock:
+            return None if self._pending is None else self._pending[1]
+
     def add(self, t_ns: int, topic: str, msgtype: str, data: bytes) -> None:
-        """Append one serialized message and drop what is older than the window."""
+        """Append one serialized message, drop what is older than the window.
+
+        Cuts the bag of a deferred incident once ``min_interval_s`` has passed.
+        """
         with self._lock:
             self._buf.append((t_ns, topic, msgtype, bytes(data)))
             cutoff = t_ns - self.window_ns
             while self._buf and self._buf[0][0] < cutoff:
                 self._buf.popleft()
+            due = self._pending is not None and \
+                t_ns - self._last_incident_ns >= self.min_interval_ns
+            if due:
+                job = self._cut(t_ns, self._pending[1])
+                self._pending = None
+        if due:
+            self._enqueue(job)
 
     def trigger(self, t_ns: int, reason: str) -> Optional[str]:
-        """Snapshot the window and queue it for writing; return the bag path (or None).
+        """Snapshot the window and queue it for writing; return the bag path.
 
-        Incidents closer than ``min_interval_s`` to the previous one are merged into it.
+        Within ``min_interval_s`` of the previous bag the incident is deferred (see the
+        module docstring) and None is returned.
         """
         with self._lock:
             if self._last_incident_ns is not None and \
                     t_ns - self._last_incident_ns < self.min_interval_ns:
+                if self._pending is None:
+                    self._pending = (t_ns, reason)
                 return None
-            self._last_incident_ns = t_ns
-            snapshot = list(self._buf)
+            job = self._cut(t_ns, reason)
+        self._enqueue(job)
+        return job[0]
+
+    def _cut(self, t_ns: int, reason: str) -> Tuple[str, List[Entry]]:
+        """Return (bag path, snapshot of the window); the caller holds the lock."""
+        self._last_incident_ns = t_ns
         stamp = datetime.datetime.fromtimestamp(t_ns / 1e9, datetime.timezone.utc)
         name = f'{stamp.strftime("%Y%m%dT%H%M%S_%f")}_{reason}'
-        path = os.path.join(self.incident_dir, name)
+        return os.path.join(self.incident_dir, name), list(self._buf)
+
+    def _enqueue(self, job: Tuple[str, List[Entry]]) -> None:
         self._idle.clear()
-        self._queue.append((path, snapshot))
+        self._queue.append(job)
         self._wake.set()
-        return path
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until every queued incident is on disk."""
         return self._idle.wait(timeout_s)
 
     def close(self) -> None:
-        """Write what is queued, then stop the writer thread."""
+        """Cut a deferred incident's bag now, write what is queued, stop the writer thread."""
+        with self._lock:
+            job = None
+            if self._pending is not None:
+                last = self._buf[-1][0] if self._buf else self._pending[0]
+                job = self._cut(max(last, self._pending[0]), self._pending[1])
+                self._pending = None
+        if job is not None:
+            self._enqueue(job)
         self.flush()
         self._running = False
         self._wake.set()
