@@ -249,6 +249,7 @@ def _node_overhead(model: str, cameras: int, duration_s: float) -> Dict:
     return {'overhead_ms_p50': num('overhead_ms_p50'), 'overhead_ms_p99': num('overhead_ms_p99'),
             'preprocess_ms_p50': num('preprocess_ms_p50'),
             'wakeup_ms_p50': num('wakeup_ms_p50'),
+            'arrival_preprocess_ms_p50': num('arrival_preprocess_ms_p50'),
             'inference_ms_p50': num('inference_ms_p50'),
             'chunk_rate_hz': num('chunk_rate_hz'), 'chunks': num('chunks_published')}
 

@@ -1,17 +1,19 @@
 """Frame views, decoding and preprocessing against a reference chain, for every encoding."""
 
 import array
+import math
 import struct
 import tracemalloc
 
 import cv2
+from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
 
 from wam_runtime.core.contract import CameraSpec
 from wam_runtime.core.image import (
-    CameraPipeline, CompressedFrame, decode_compressed, frame_view, FrameError, jpeg_header,
-    Preprocessor, RawFrame, reference_preprocess, TensorBuilder)
+    area_weights, AreaShrink, CameraPipeline, CompressedFrame, decode_compressed, frame_view,
+    FrameError, jpeg_header, Preprocessor, RawFrame, reference_preprocess, TensorBuilder)
 
 RNG = np.random.default_rng(7)
 
@@ -377,3 +379,82 @@ def test_tensor_builder_parallel_equals_serial_and_names_the_bad_camera():
     finally:
         serial.close()
         parallel.close()
+
+
+def test_frames_prepared_on_arrival_give_the_same_tensors():
+    rgb = cv2.resize(_scene(), (320, 240))
+    specs = [_spec(name='front', input='image_front'),
+             _spec(name='wrist', input='image_wrist', encoding='bgr8', resize='pad')]
+    frames = {
+        'front': CompressedFrame(_compressed(rgb[:, :, ::-1], '.png'), 'png'),
+        'wrist': RawFrame(array.array('B', rgb.tobytes()), 240, 320, 'rgb8', 960),
+    }
+    builder = TensorBuilder(specs, 2)
+    try:
+        want = {k: v.copy() for k, v in builder(frames).items()}
+        arrival = {s.name: CameraPipeline(s) for s in specs}
+        prepared = {k: arrival[k].prepare(item) for k, item in frames.items()}
+        again = arrival['wrist'].prepare(frames['wrist'])
+        # Each prepared frame owns its tensor: preparing the next one leaves it alone.
+        assert again.tensor is not prepared['wrist'].tensor
+        for mixed in (prepared, dict(frames, wrist=prepared['wrist'])):
+            got = builder(mixed)
+            for k in want:
+                np.testing.assert_array_equal(got[k], want[k])
+        assert builder(prepared)['front'] is prepared['front'].tensor     # used as it is
+        # A frame that failed on arrival fails the observation it is used in, by name.
+        broken = arrival['wrist'].prepare(RawFrame(b'\0' * 10, 240, 320, 'rgb8', 960))
+        assert broken.tensor is None and broken.error.reason == 'bad_size'
+        with pytest.raises(FrameError) as info:
+            builder(dict(prepared, wrist=broken))
+        assert info.value.reason == 'bad_size' and "'wrist'" in str(info.value)
+    finally:
+        builder.close()
+
+
+def test_preprocessor_writes_into_a_given_tensor():
+    spec = _spec(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    pre = Preprocessor(spec)
+    frame = _scene()
+    want = pre(frame, 'rgb8').copy()
+    out = np.full(spec.tensor_shape(), np.nan, np.float32)
+    assert pre(frame, 'rgb8', out=out) is out
+    np.testing.assert_array_equal(out, want)
+    with pytest.raises(ValueError, match='out: camera'):
+        pre(frame, 'rgb8', out=np.zeros((1, 3, 8, 8), np.float32))
+
+
+# --------------------------------------------------------------------------- area shrink
+
+@settings(max_examples=60, deadline=None)
+@given(in_w=st.integers(1, 160), in_h=st.integers(1, 120), fw=st.floats(0.05, 1.0),
+       fh=st.floats(0.05, 1.0), channels=st.sampled_from([1, 3, 4]))
+def test_area_shrink_equals_opencv_area_resize(in_w, in_h, fw, fh, channels):
+    out_w, out_h = max(1, int(in_w * fw)), max(1, int(in_h * fh))
+    shrink = AreaShrink.plan(in_w, in_h, out_w, out_h, channels)
+    if (out_w, out_h) == (in_w, in_h):
+        assert shrink is None
+        return
+    if shrink is None:          # blocks too large for the matrix products
+        assert max(in_w // math.gcd(in_w, out_w), in_h // math.gcd(in_h, out_h)) > 64
+        return
+    img = RNG.integers(0, 256, (in_h, in_w, channels)).astype(np.float32)
+    want = cv2.resize(img.astype(np.float64), (out_w, out_h), interpolation=cv2.INTER_AREA)
+    got = shrink(img)
+    assert got.shape == (out_h, out_w, channels)
+    np.testing.assert_allclose(got, want.reshape(got.shape), atol=2e-3)
+
+
+def test_area_shrink_640x480_to_224x224_is_planned_and_exact():
+    shrink = AreaShrink.plan(640, 480, 224, 224, 3)
+    assert shrink is not None and (shrink.p, shrink.q, shrink.r, shrink.t) == (15, 7, 20, 7)
+    img = RNG.integers(0, 256, (480, 640, 3)).astype(np.float32)
+    want = cv2.resize(img.astype(np.float64), (224, 224), interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(shrink(img), want, atol=2e-4)
+    # Weights of every output sample sum to one; upscales and same size are not planned.
+    np.testing.assert_allclose(area_weights(640, 224).sum(axis=1), 1.0)
+    assert AreaShrink.plan(224, 224, 640, 480, 3) is None
+    assert AreaShrink.plan(640, 480, 640, 480, 3) is None
+    assert AreaShrink.plan(641, 480, 224, 224, 3) is None        # 641/224: a 641-pixel block
+    with pytest.raises(ValueError):
+        area_weights(10, 20)

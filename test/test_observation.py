@@ -104,3 +104,21 @@ def test_without_a_skew_limit_everything_recent_is_used():
 def test_bad_limits_are_refused(kwargs, field):
     with pytest.raises(ValueError, match=field):
         ObservationAssembler(['a'], **kwargs)
+
+
+def test_replace_item_swaps_only_the_frame_it_was_made_from():
+    asm = ObservationAssembler(['a'], max_age_s=0.5)
+    assert asm.latest_item('a') is None
+    raw1, raw2 = object(), object()
+    asm.put_frame('a', 10.0, raw1, received_s=1.0)
+    asm.put_state(10.0, _q(0.0))
+    assert asm.replace_item('a', raw1, 'tensor1')
+    assert asm.latest_item('a') == 'tensor1'
+    asm.put_frame('a', 10.03, raw2, received_s=2.0)
+    assert not asm.replace_item('a', raw1, 'late tensor')   # a newer frame came meanwhile
+    assert not asm.replace_item('b', raw1, 'x')
+    obs = asm.take(10.05)
+    assert obs.frames == {'a': raw2} and obs.stamp_s == 10.0 and obs.received_s == 2.0
+    # Same frame, new form: stamps and receive time are kept, it is not "new" again.
+    assert asm.replace_item('a', raw2, 'tensor2')
+    assert _reason(asm, 10.05) == NO_NEW_FRAME

@@ -103,10 +103,12 @@ def _diag_int(mon, key):
     return int((mon.diag(': policy') or {}).get(key, 0))
 
 
+@pytest.mark.parametrize('preprocess_on,on_arrival', [
+    ('auto', 'wrist,depth'), ('inference', 'none'), ('arrival', 'front,wrist,depth')])
 def test_multi_camera_sync_surprise_and_fallback(proc_env, multi_camera_model, ros_context,
-                                                 tmp_path):
+                                                 tmp_path, preprocess_on, on_arrival):
     from wam_runtime.ros.monitor import Monitor
-    policy = _policy(proc_env, tmp_path, multi_camera_model)
+    policy = _policy(proc_env, tmp_path, multi_camera_model, preprocess_on=preprocess_on)
     try:
         mon = ros_context(Monitor('test_monitor', context=ros_context.context))
         rig = CameraRig(ros_context)
@@ -135,6 +137,9 @@ def test_multi_camera_sync_surprise_and_fallback(proc_env, multi_camera_model, r
         assert diag['provider'] == 'CPUExecutionProvider'
         assert 'TensorrtExecutionProvider' in diag['provider_fallback']
         assert float(diag['overhead_ms_p50']) < 50.0
+        assert diag['preprocess_on_arrival'] == on_arrival
+        # Frames turned into tensors between inferences (not with preprocess_on=inference).
+        assert (diag['arrival_preprocess_ms_p50'] == 'n/a') == (on_arrival == 'none'), diag
 
         # 2. The front camera goes black: something the model never saw.
         t_blank = time.monotonic()
@@ -197,6 +202,11 @@ def test_model_hash_mismatch_refuses_to_start(proc_env, multi_camera_model, tmp_
     line = _startup_failure(proc_env, tmp_path, multi_camera_model, model_sha256=bad)
     assert f'model_sha256: {multi_camera_model!r} has sha256 {good}' in line
     assert bad in line
+
+
+def test_unknown_preprocess_on_refuses_to_start(proc_env, multi_camera_model, tmp_path):
+    line = _startup_failure(proc_env, tmp_path, multi_camera_model, preprocess_on='never')
+    assert "preprocess_on: 'never' is not one of ['auto', 'arrival', 'inference']" in line
 
 
 def test_unknown_compressed_camera_refuses_to_start(proc_env, multi_camera_model, tmp_path):

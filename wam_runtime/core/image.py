@@ -5,17 +5,21 @@
 order (``is_bigendian``). ``Preprocessor`` then writes the model tensor into a buffer it owns:
 crop is a view, the resized frame is the one model-sized intermediate, and the colour order,
 the colour-to-luma conversion and the affine normalisation run on that small image. At most
-one full-size copy is made, into a reused buffer: the float32 conversion that OpenCV's
-non-integer area resize runs fastest on, or the byte swap of a frame whose byte order
-differs from this machine's. Compressed frames (JPEG, PNG,
+one full-size copy is made, into a reused buffer: the float32 conversion an area shrink of
+an 8-bit frame runs on, or the byte swap of a frame whose byte order differs from this
+machine's. An area shrink by a rational factor with small terms (640x480 to 224x224 is
+20/7 by 15/7) runs as two small matrix products (:class:`AreaShrink`), about twice as fast
+as OpenCV's general area resize; area results are not rounded back to 8 bits. Compressed
+frames (JPEG, PNG,
 compressedDepth) are decoded with OpenCV, which releases the GIL, so ``TensorBuilder`` can
 turn several cameras into tensors in parallel threads.
 """
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+import math
 import struct
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -219,6 +223,66 @@ def _letterbox_geometry(src_w: int, src_h: int, width: int,
     return nw, nh, (width - nw) // 2, (height - nh) // 2
 
 
+def area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """Return the (n_out, n_in) box-filter weights of an area shrink along one axis.
+
+    Output sample j averages the input interval [j * s, (j + 1) * s) with s = n_in / n_out,
+    input samples counted by the fraction of them inside it (OpenCV's INTER_AREA).
+    """
+    if not 0 < n_out <= n_in:
+        raise ValueError(f'area shrink needs 0 < n_out <= n_in, got {n_out} and {n_in}')
+    scale = n_in / n_out
+    edges = np.arange(n_out + 1, dtype=np.float64) * scale
+    lo, hi = edges[:-1, None], edges[1:, None]
+    i = np.arange(n_in, dtype=np.float64)[None, :]
+    overlap = np.clip(np.minimum(hi, i + 1) - np.maximum(lo, i), 0.0, None)
+    return overlap / scale
+
+
+class AreaShrink:
+    """Area shrink of (H, W, C) frames by a rational factor, as two small matrix products.
+
+    With H / h = p / q and W / w = r / t in lowest terms, every p x r block of input pixels
+    maps onto a q x t block of output pixels through the same weights, so the rows are one
+    batched (q x p) product and the columns one (C*r -> C*t) product over all blocks; BLAS
+    runs both far faster than OpenCV's general area resize. ``plan`` returns None where the
+    blocks would be large (the products would grow with them).
+    """
+
+    MAX_BLOCK = 64
+
+    def __init__(self, in_w: int, in_h: int, out_w: int, out_h: int, channels: int) -> None:
+        """Precompute the block weights (use :meth:`plan` to check that they are small)."""
+        gy, gx = math.gcd(in_h, out_h), math.gcd(in_w, out_w)
+        self.blocks_y, self.blocks_x = gy, gx
+        self.p, self.q = in_h // gy, out_h // gy
+        self.r, self.t = in_w // gx, out_w // gx
+        self.shape_in = (in_h, in_w, channels)
+        self.shape_out = (out_h, out_w, channels)
+        self._rows = area_weights(self.p, self.q).astype(np.float32)        # (q, p)
+        cols = area_weights(self.r, self.t).T                                # (r, t)
+        self._cols = np.kron(cols, np.eye(channels)).astype(np.float32)     # (rC, tC)
+        self._mid = np.empty((gy, self.q, in_w * channels), np.float32)
+        self._out = np.empty((out_h * gx, self.t * channels), np.float32)
+
+    @classmethod
+    def plan(cls, in_w: int, in_h: int, out_w: int, out_h: int,
+             channels: int) -> Optional['AreaShrink']:
+        """Return a shrinker, or None if this is not a shrink with blocks <= MAX_BLOCK."""
+        if not (0 < out_w <= in_w and 0 < out_h <= in_h) or (out_w, out_h) == (in_w, in_h):
+            return None
+        if max(in_h // math.gcd(in_h, out_h), in_w // math.gcd(in_w, out_w)) > cls.MAX_BLOCK:
+            return None
+        return cls(in_w, in_h, out_w, out_h, channels)
+
+    def __call__(self, src: np.ndarray) -> np.ndarray:
+        """Return the (h, w, C) float32 shrink of a C-contiguous float32 frame (reused)."""
+        h, w, c = self.shape_in
+        np.matmul(self._rows, src.reshape(self.blocks_y, self.p, w * c), out=self._mid)
+        np.matmul(self._mid.reshape(-1, self.r * c), self._cols, out=self._out)
+        return self._out.reshape(self.shape_out)
+
+
 class Preprocessor:
     """Turn (H, W, C) frames into the input tensor of one contract camera.
 
@@ -237,9 +301,7 @@ class Preprocessor:
         self._gain = spec.scale / std
         self._offset = np.asarray(spec.mean, dtype=np.float64) / std
         self._identity = spec.dtype == 'uint8'
-        out = self._out[0]
-        self._planes = [out[k] if spec.layout == 'NCHW' else out[:, :, k]
-                        for k in range(spec.channels)]
+        self._planes = self._plane_views(self._out)
         self._scratch = None
         if spec.dtype == 'float16':
             self._scratch = np.zeros((spec.height, spec.width), np.float32)
@@ -247,14 +309,28 @@ class Preprocessor:
         self._want = {'rgb8': 'RGB', 'bgr8': 'BGR'}.get(spec.encoding, kind)
         self._canvas: Dict[Tuple, np.ndarray] = {}
         self._buffers: Dict[str, np.ndarray] = {}
+        self._shrink_key: Optional[Tuple[int, ...]] = None
+        self._shrink: Optional[AreaShrink] = None
 
-    def __call__(self, frame: np.ndarray, encoding: str, reduction: int = 1) -> np.ndarray:
-        """Return the model tensor for ``frame`` (the returned array is reused per call).
+    def _plane_views(self, tensor: np.ndarray) -> List[np.ndarray]:
+        spec = self.spec
+        if tensor.shape != spec.tensor_shape() or tensor.dtype != np.dtype(spec.dtype):
+            raise ValueError(f'out: camera {spec.name!r} needs a {spec.dtype} tensor of shape '
+                             f'{spec.tensor_shape()}, got {tensor.dtype} {tensor.shape}')
+        t = tensor[0]
+        return [t[k] if spec.layout == 'NCHW' else t[:, :, k] for k in range(spec.channels)]
 
-        ``reduction`` says the frame was decoded at 1/reduction of the camera's size, so the
-        contract's crop is divided by it.
+    def __call__(self, frame: np.ndarray, encoding: str, reduction: int = 1,
+                 out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Return the model tensor for ``frame``.
+
+        The tensor is written into ``out`` when given, else into a buffer that every call
+        reuses. ``reduction`` says the frame was decoded at 1/reduction of the camera's
+        size, so the contract's crop is divided by it.
         """
         spec = self.spec
+        target = self._out if out is None else out
+        planes = self._planes if out is None else self._plane_views(out)
         if encoding not in PIXEL_FORMATS:
             raise FrameError('unsupported_encoding', repr(encoding))
         order = PIXEL_FORMATS[encoding][2]
@@ -273,19 +349,18 @@ class Preprocessor:
             else:
                 unit = spec.depth_scale
             for k in range(spec.channels):
-                self._affine(small[:, :, 0], k, unit)
-            return self._out
+                self._affine(small[:, :, 0], planes[k], k, unit)
+            return target
         small = self._fit(region)
         if want == 'L':
             if order != 'L':
-                small = cv2.cvtColor(small.astype(np.uint8, copy=False),
-                                     _TO_GREY[order])[:, :, None]
+                small = cv2.cvtColor(small, _TO_GREY[order])[:, :, None]
             src = [0]
         else:
             src = [order.index(c) for c in want]
         for k, c in enumerate(src):
-            self._affine(small[:, :, c], k, 1.0)
-        return self._out
+            self._affine(small[:, :, c], planes[k], k, 1.0)
+        return target
 
     def max_reduction(self, frame_width: int, frame_height: int) -> int:
         """Return the largest JPEG decode reduction (1, 2, 4, 8) that loses no model pixel.
@@ -335,17 +410,22 @@ class Preprocessor:
         interp = _interpolation(self.spec, w, h, width, height)
         src = region
         if interp == cv2.INTER_AREA and region.dtype == np.uint8 and width <= w \
-                and height <= h and (w % width or h % height):
-            # OpenCV's general (non-integer) area resize is 1.5x faster on float32 than on
-            # uint8, and rounding its float result gives the uint8 result exactly. This
-            # conversion is the one full-size copy of the frame.
+                and height <= h and not self._identity:
+            # Area shrinks of 8-bit frames into float tensors run on float32 (OpenCV's
+            # general area resize is 1.5x faster on it, the matrix products need it) and
+            # stay float: no rounding back to 8 bits. (8-bit tensors keep OpenCV's 8-bit
+            # result.) This conversion is the one full-size copy of the frame.
             src = self._buffer('area_src', region.shape, np.float32)
             np.copyto(src, region, casting='unsafe')
+            key = (w, h, width, height, c)
+            if self._shrink_key != key:
+                self._shrink_key = key
+                self._shrink = AreaShrink.plan(w, h, width, height, c)
+            if self._shrink is not None:
+                return self._shrink(src)
         dst = self._buffer('small', (height, width) if c == 1 else (height, width, c),
                            src.dtype)
         out = cv2.resize(src, (width, height), dst=dst, interpolation=interp)
-        if src is not region:
-            np.rint(out, out=out)
         return out if out.ndim == 3 else out[:, :, None]
 
     def _fit(self, region: np.ndarray) -> np.ndarray:
@@ -364,8 +444,7 @@ class Preprocessor:
         canvas[y0:y0 + nh, x0:x0 + nw] = inner
         return canvas
 
-    def _affine(self, src: np.ndarray, k: int, unit: float) -> None:
-        dst = self._planes[k]
+    def _affine(self, src: np.ndarray, dst: np.ndarray, k: int, unit: float) -> None:
         if self._identity:
             np.copyto(dst, src, casting='unsafe')
             return
@@ -379,6 +458,14 @@ class Preprocessor:
             np.subtract(self._scratch, offset, out=dst, casting='same_kind')
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A frame already turned into its model tensor on arrival, or the error it raised."""
+
+    tensor: Optional[np.ndarray]
+    error: Optional[FrameError] = None
+
+
 class CameraPipeline:
     """One contract camera: a RawFrame or CompressedFrame to its model tensor."""
 
@@ -388,12 +475,28 @@ class CameraPipeline:
         self.preprocess = Preprocessor(spec)
         self.fast_jpeg = fast_jpeg
 
-    def __call__(self, item: Any) -> np.ndarray:
-        """Return the tensor for one frame item (reused buffer); raise FrameError."""
+    def prepare(self, item: Any) -> Prepared:
+        """Return the frame's tensor in a new array of its own (or the FrameError)."""
+        out = np.empty(self.spec.tensor_shape(), dtype=np.dtype(self.spec.dtype))
+        try:
+            return Prepared(self(item, out))
+        except FrameError as exc:
+            return Prepared(None, exc)
+
+    def __call__(self, item: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Return the tensor for one frame item; raise FrameError.
+
+        Written into ``out`` when given, else into a buffer reused by every call. A
+        :class:`Prepared` item is returned as it is (or its error raised).
+        """
+        if isinstance(item, Prepared):
+            if item.error is not None:
+                raise item.error
+            return item.tensor
         if isinstance(item, RawFrame):
             view = frame_view(item.data, item.height, item.width, item.encoding, item.step,
                               item.is_bigendian)
-            return self.preprocess(view, item.encoding)
+            return self.preprocess(view, item.encoding, out=out)
         if isinstance(item, CompressedFrame):
             reduction = 1
             if self.fast_jpeg:
@@ -401,7 +504,7 @@ class CameraPipeline:
                 if info is not None:
                     reduction = self.preprocess.max_reduction(info[0], info[1])
             img, encoding = decode_compressed(item.data, item.format, reduction)
-            return self.preprocess(img, encoding, reduction)
+            return self.preprocess(img, encoding, reduction, out=out)
         raise FrameError('unsupported_encoding', f'not a frame: {type(item).__name__}')
 
 
@@ -410,7 +513,8 @@ class TensorBuilder:
 
     With ``threads`` > 1 every camera but the first runs on a small thread pool while the
     caller's thread does the first; OpenCV's resize and decode and numpy's arithmetic release
-    the GIL, so N cameras cost about as much as the slowest one on N cores.
+    the GIL, so N cameras cost about as much as the slowest one on N cores. Frames already
+    :class:`Prepared` on arrival are used as they are.
     """
 
     def __init__(self, specs: Sequence[CameraSpec], threads: int = 1,
@@ -424,9 +528,11 @@ class TensorBuilder:
     def __call__(self, frames: Mapping[str, Any]) -> Dict[str, np.ndarray]:
         """Return {camera: tensor}; raise FrameError naming the first camera that failed."""
         names = list(self.pipelines)
+        # Frames prepared on arrival are ready; only the others go to the thread pool.
+        work = [n for n in names if not isinstance(frames[n], Prepared)]
         futures = {}
         if self._pool is not None:
-            futures = {n: self._pool.submit(self.pipelines[n], frames[n]) for n in names[1:]}
+            futures = {n: self._pool.submit(self.pipelines[n], frames[n]) for n in work[1:]}
         out: Dict[str, np.ndarray] = {}
         error: Optional[FrameError] = None
         for n in names:
@@ -472,13 +578,18 @@ def reference_preprocess(frame: np.ndarray, encoding: str, spec: CameraSpec) -> 
     h, w = img.shape[:2]
     if spec.resize == 'pad':
         nw, nh, x0, y0 = _letterbox_geometry(w, h, spec.width, spec.height)
-        inner = _resize(img, nw, nh, _interpolation(spec, w, h, nw, nh))
+        interp = _interpolation(spec, w, h, nw, nh)
+        if interp == cv2.INTER_AREA and img.dtype == np.uint8 and spec.dtype != 'uint8':
+            img = img.astype(np.float64)   # area shrinks average in float, unrounded
+        inner = _resize(img, nw, nh, interp)
         canvas = np.zeros((spec.height, spec.width, img.shape[2]), img.dtype)
         canvas[y0:y0 + nh, x0:x0 + nw] = inner
         img = canvas
     else:
-        img = _resize(img, spec.width, spec.height,
-                      _interpolation(spec, w, h, spec.width, spec.height))
+        interp = _interpolation(spec, w, h, spec.width, spec.height)
+        if interp == cv2.INTER_AREA and img.dtype == np.uint8 and spec.dtype != 'uint8':
+            img = img.astype(np.float64)
+        img = _resize(img, spec.width, spec.height, interp)
     x = img.astype(np.float64)
     if spec.dtype != 'uint8':
         x = (x * spec.scale - np.asarray(spec.mean)) / np.asarray(spec.std)

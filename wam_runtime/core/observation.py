@@ -77,6 +77,25 @@ class ObservationAssembler:
         with self._lock:
             self._frames[camera] = (stamp_s, item, received_s)
 
+    def latest_item(self, camera: str) -> Any:
+        """Return the item of the latest frame of ``camera`` (None before the first)."""
+        with self._lock:
+            entry = self._frames.get(camera)
+        return None if entry is None else entry[1]
+
+    def replace_item(self, camera: str, old: Any, new: Any) -> bool:
+        """Swap the latest frame's item for ``new`` if it is still ``old``; return whether.
+
+        Stamps and receive times stay: this is the same frame in another form (for example
+        its model tensor, made while waiting for the next inference).
+        """
+        with self._lock:
+            entry = self._frames.get(camera)
+            if entry is None or entry[1] is not old:
+                return False
+            self._frames[camera] = (entry[0], new, entry[2])
+            return True
+
     def put_state(self, stamp_s: float, q: np.ndarray) -> None:
         """Store a joint state; a stamp older than the last one restarts the history."""
         with self._lock:

@@ -104,6 +104,11 @@ POLICY_PARAMS = (
     Param('preprocess_threads', 0,
           'Threads that decode and preprocess the cameras of one observation (0 = one '
           'per camera, at most one per CPU; 1 = serial).'),
+    Param('preprocess_on', 'auto',
+          "When a frame becomes its model tensor: 'arrival' (in the subscription callback, "
+          "every frame: the least latency, the most CPU), 'inference' (only the frames an "
+          "inference uses, cameras in parallel: the least CPU) or 'auto' (raw Image cameras "
+          'on arrival, compressed ones, whose decoding costs far more, at inference).'),
     Param('fast_jpeg_decode', False,
           'Decode JPEG frames at 1/2, 1/4 or 1/8 size when the model input is at most '
           'that large (DCT scaling: faster, within JPEG tolerance of a full decode).'),
