@@ -443,14 +443,24 @@ def test_area_shrink_equals_opencv_area_resize(in_w, in_h, fw, fh, channels):
     got = shrink(img)
     assert got.shape == (out_h, out_w, channels)
     np.testing.assert_allclose(got, want.reshape(got.shape), atol=2e-3)
+    # 8-bit frames are converted tile by tile: the same result.
+    np.testing.assert_array_equal(shrink(img.astype(np.uint8)), got)
 
 
-def test_area_shrink_640x480_to_224x224_is_planned_and_exact():
+def test_area_shrink_640x480_to_224x224_is_planned_and_exact(monkeypatch):
     shrink = AreaShrink.plan(640, 480, 224, 224, 3)
     assert shrink is not None and (shrink.p, shrink.q, shrink.r, shrink.t) == (15, 7, 20, 7)
     img = RNG.integers(0, 256, (480, 640, 3)).astype(np.float32)
     want = cv2.resize(img.astype(np.float64), (224, 224), interpolation=cv2.INTER_AREA)
     np.testing.assert_allclose(shrink(img), want, atol=2e-4)
+    # Tiles of 3 row blocks (32 blocks: a remainder of 2) over a strided crop view.
+    monkeypatch.setattr(AreaShrink, 'TILE_BYTES', 3 * 15 * 640 * 3 * 4)
+    big = RNG.integers(0, 256, (500, 700, 3), dtype=np.uint8)
+    view = big[7:487, 30:670]
+    tiled = AreaShrink.plan(640, 480, 224, 224, 3)
+    assert tiled._tile.shape[0] == 3
+    want8 = cv2.resize(view.astype(np.float64), (224, 224), interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(tiled(view), want8, atol=2e-4)
     # Weights of every output sample sum to one; upscales and same size are not planned.
     np.testing.assert_allclose(area_weights(640, 224).sum(axis=1), 1.0)
     assert AreaShrink.plan(224, 224, 640, 480, 3) is None

@@ -6,7 +6,7 @@ from pathlib import Path
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import get_typestore, Stores
 
-from wam_runtime.core.incident import IncidentRecorder
+from wam_runtime.core.incident import folder_bytes, incident_bags, IncidentRecorder
 
 STORE = get_typestore(Stores.ROS2_JAZZY)
 MSG = 'std_msgs/msg/Float64'
@@ -95,3 +95,34 @@ def test_unwritable_folder_is_reported_not_raised(tmp_path):
     rec.trigger(int(0.2 * S), 'command_timeout')
     rec.close()
     assert rec.written == [] and len(rec.errors) == 1
+
+
+def test_folder_is_kept_under_its_size_cap_oldest_first(tmp_path):
+    other = tmp_path / 'notes'          # not an incident bag: never touched
+    other.mkdir()
+    (other / 'metadata.yaml').write_text('mine')
+    rec = IncidentRecorder(str(tmp_path), window_s=1.0, min_interval_s=0.5)
+    _feed(rec, 0.0, 1.0)
+    first = rec.trigger(1 * S, 'estop')
+    rec.flush()
+    one_bag = folder_bytes(first)
+    rec.max_total_bytes = int(2.5 * one_bag)          # room for two bags of this size
+    for k in range(2, 6):
+        _feed(rec, k - 1.0, float(k))
+        rec.trigger(k * S, f'stop{k}')
+        rec.flush()
+    rec.close()
+    assert len(rec.written) == 5 and rec.errors == []
+    kept = incident_bags(str(tmp_path))
+    assert kept == rec.written[-2:]                   # the newest two, oldest deleted first
+    assert rec.deleted == rec.written[:3]
+    assert sum(folder_bytes(b) for b in kept) <= rec.max_total_bytes
+    assert (other / 'metadata.yaml').read_text() == 'mine'
+
+
+def test_a_single_bag_larger_than_the_cap_is_kept(tmp_path):
+    rec = IncidentRecorder(str(tmp_path), window_s=1.0, max_total_bytes=1)
+    _feed(rec, 0.0, 1.0)
+    path = rec.trigger(1 * S, 'estop')
+    rec.close()
+    assert incident_bags(str(tmp_path)) == [path] and rec.deleted == []

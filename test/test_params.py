@@ -47,6 +47,8 @@ def test_reference_config_builds_with_urdf_workspace_and_governor():
     ({'urdf_path': '/nonexistent.urdf'}, ConfigError, 'urdf_path: cannot read'),
     ({'max_velocity_rad_s': [9.0] * 6}, LimitsError, "max_velocity_rad_s: joint 'joint_1'"),
     ({'surprise_stop_threshold': 1e-6}, ConfigError, 'surprise_stop_threshold'),
+    ({'incident_min_interval_s': 0.0}, ConfigError, 'incident_min_interval_s: must be > 0'),
+    ({'incident_max_total_mb': -1.0}, ConfigError, 'incident_max_total_mb: must be >= 0'),
 ])
 def test_bad_values_name_the_parameter(change, error, message):
     p = dict(node_parameters(_yaml('reference_arm.yaml'), 'safety_controller'),

@@ -4,13 +4,14 @@
 ``bytes`` from a bag) in a strided numpy view that honours row padding (``step``) and byte
 order (``is_bigendian``). ``Preprocessor`` then writes the model tensor into a buffer it owns:
 crop is a view, the resized frame is the one model-sized intermediate, and the colour order,
-the colour-to-luma conversion and the affine normalisation run on that small image. At most
-one full-size copy is made, into a reused buffer: the float32 conversion an area shrink of
-an 8-bit frame runs on, or the byte swap of a frame whose byte order differs from this
-machine's. An area shrink by a rational factor with small terms (640x480 to 224x224 is
-20/7 by 15/7) runs as two small matrix products (:class:`AreaShrink`), about twice as fast
-as OpenCV's general area resize; area results are not rounded back to 8 bits. Compressed
-frames (JPEG, PNG,
+the colour-to-luma conversion and the affine normalisation run on that small image. An area
+shrink by a rational factor with small terms (640x480 to 224x224 is 20/7 by 15/7) runs as
+two small matrix products (:class:`AreaShrink`), about twice as fast as OpenCV's general
+area resize, converting the 8-bit frame to float32 a few rows at a time in a tile that
+stays in the CPU cache; its averages are not rounded back to 8 bits. At most one full-size
+copy is made, into a reused buffer: the float32 conversion of other area shrinks (OpenCV's
+general area resize is faster on float32) or the byte swap of a frame whose byte order
+differs from this machine's. Compressed frames (JPEG, PNG,
 compressedDepth) are decoded with OpenCV, which releases the GIL, so ``TensorBuilder`` can
 turn several cameras into tensors in parallel threads.
 """
@@ -250,6 +251,7 @@ class AreaShrink:
     """
 
     MAX_BLOCK = 64
+    TILE_BYTES = 256 * 1024
 
     def __init__(self, in_w: int, in_h: int, out_w: int, out_h: int, channels: int) -> None:
         """Precompute the block weights (use :meth:`plan` to check that they are small)."""
@@ -263,6 +265,9 @@ class AreaShrink:
         cols = area_weights(self.r, self.t).T                                # (r, t)
         self._cols = np.kron(cols, np.eye(channels)).astype(np.float32)     # (rC, tC)
         self._mid = np.empty((gy, self.q, in_w * channels), np.float32)
+        block_bytes = self.p * in_w * channels * 4
+        self._tile = np.empty((max(1, min(gy, self.TILE_BYTES // block_bytes)), self.p,
+                               in_w * channels), np.float32)
         self._out = np.empty((out_h * gx, self.t * channels), np.float32)
 
     @classmethod
@@ -276,9 +281,23 @@ class AreaShrink:
         return cls(in_w, in_h, out_w, out_h, channels)
 
     def __call__(self, src: np.ndarray) -> np.ndarray:
-        """Return the (h, w, C) float32 shrink of a C-contiguous float32 frame (reused)."""
+        """Return the (h, w, C) float32 shrink of an (H, W, C) frame (a reused buffer).
+
+        A float32 C-contiguous frame is used in place; any other (an 8-bit frame, a crop
+        view) is converted to float32 a few row blocks at a time, into a tile that stays in
+        the CPU cache, so no full-size copy of the frame is ever made.
+        """
         h, w, c = self.shape_in
-        np.matmul(self._rows, src.reshape(self.blocks_y, self.p, w * c), out=self._mid)
+        if src.dtype == np.float32 and src.flags.c_contiguous:
+            np.matmul(self._rows, src.reshape(self.blocks_y, self.p, w * c), out=self._mid)
+        else:
+            tile = self._tile
+            k = tile.shape[0]
+            for i in range(0, self.blocks_y, k):
+                n = min(k, self.blocks_y - i)
+                np.copyto(tile[:n].reshape(n * self.p, w, c),
+                          src[i * self.p:(i + n) * self.p], casting='unsafe')
+                np.matmul(self._rows, tile[:n], out=self._mid[i:i + n])
         np.matmul(self._mid.reshape(-1, self.r * c), self._cols, out=self._out)
         return self._out.reshape(self.shape_out)
 
@@ -415,14 +434,14 @@ class Preprocessor:
             # general area resize is 1.5x faster on it, the matrix products need it) and
             # stay float: no rounding back to 8 bits. (8-bit tensors keep OpenCV's 8-bit
             # result.) This conversion is the one full-size copy of the frame.
-            src = self._buffer('area_src', region.shape, np.float32)
-            np.copyto(src, region, casting='unsafe')
             key = (w, h, width, height, c)
             if self._shrink_key != key:
                 self._shrink_key = key
                 self._shrink = AreaShrink.plan(w, h, width, height, c)
             if self._shrink is not None:
-                return self._shrink(src)
+                return self._shrink(region)     # converts in cache-sized tiles
+            src = self._buffer('area_src', region.shape, np.float32)
+            np.copyto(src, region, casting='unsafe')
         dst = self._buffer('small', (height, width) if c == 1 else (height, width, c),
                            src.dtype)
         out = cv2.resize(src, (width, height), dst=dst, interpolation=interp)

@@ -9,11 +9,17 @@ At most one bag is written per ``min_interval_s``: an incident that comes sooner
 previous one is deferred, not dropped. Its bag is cut once the interval has passed (at the
 next message), so it still holds the seconds before it, and is named after the first
 deferred reason; further incidents in the same interval go into that bag.
+
+With ``max_total_bytes`` the folder is kept under that size: after each bag, the oldest
+incident bags (folders this recorder's naming and a ``metadata.yaml`` identify, nothing
+else) are deleted, never the newest.
 """
 
 from collections import deque
 import datetime
 import os
+import re
+import shutil
 import threading
 from typing import Deque, Dict, List, Optional, Tuple
 
@@ -21,17 +27,42 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
 
 Entry = Tuple[int, str, str, bytes]   # (time ns, topic, message type, CDR bytes)
+BAG_NAME = re.compile(r'^\d{8}T\d{6}_\d{6}_[A-Za-z0-9_]+$')
+
+
+def incident_bags(folder: str) -> List[str]:
+    """Return the incident bag folders in ``folder``, oldest first."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    return [os.path.join(folder, n) for n in names if BAG_NAME.match(n)
+            and os.path.isfile(os.path.join(folder, n, 'metadata.yaml'))]
+
+
+def folder_bytes(path: str) -> int:
+    """Return the total size of the files under ``path``."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
 
 
 class IncidentRecorder:
     """Ring buffer of serialized messages plus an asynchronous MCAP writer."""
 
     def __init__(self, incident_dir: str, window_s: float = 10.0,
-                 min_interval_s: float = 2.0) -> None:
-        """Record into ``incident_dir`` (created on the first incident)."""
+                 min_interval_s: float = 2.0, max_total_bytes: int = 0) -> None:
+        """Record into ``incident_dir`` (created on the first incident; 0 bytes = no cap)."""
         self.incident_dir = incident_dir
         self.window_ns = int(window_s * 1e9)
         self.min_interval_ns = int(min_interval_s * 1e9)
+        self.max_total_bytes = int(max_total_bytes)
+        self.deleted: List[str] = []
         self._buf: Deque[Entry] = deque()
         self._lock = threading.Lock()
         self._last_incident_ns: Optional[int] = None
@@ -128,10 +159,25 @@ class IncidentRecorder:
                 try:
                     write_bag(path, entries, self._typestore)
                     self.written.append(path)
+                    if self.max_total_bytes > 0:
+                        self._enforce_cap(path)
                 except (OSError, ValueError, KeyError) as exc:
                     self.errors.append(f'{path}: {exc}')
             if not self._queue:
                 self._idle.set()
+
+    def _enforce_cap(self, newest: str) -> None:
+        bags = incident_bags(self.incident_dir)
+        sizes = {b: folder_bytes(b) for b in bags}
+        total = sum(sizes.values())
+        for bag in bags:
+            if total <= self.max_total_bytes:
+                break
+            if os.path.abspath(bag) == os.path.abspath(newest):
+                continue
+            shutil.rmtree(bag, ignore_errors=True)
+            total -= sizes[bag]
+            self.deleted.append(bag)
 
 
 def write_bag(path: str, entries: List[Entry], typestore=None) -> None:

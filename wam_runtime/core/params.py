@@ -203,5 +203,11 @@ SAFETY_PARAMS = (
     Param('incident_dir', '', 'Write an MCAP rosbag2 of the last incident_window_s on '
                               'every stop, rejection burst and e-stop here ("" = off).'),
     Param('incident_window_s', 10.0, 'Seconds of inputs and outputs in an incident bag.'),
+    Param('incident_min_interval_s', 2.0,
+          'At most one incident bag per this many seconds; an incident sooner after the '
+          'previous bag is written once the interval has passed, never dropped (s).'),
+    Param('incident_max_total_mb', 1024.0,
+          'Keep incident_dir under this size: the oldest incident bags are deleted after '
+          'each new one (MB; 0 = no limit).'),
     Param('diagnostics_period_s', 1.0, 'Period of /diagnostics messages (s).'),
 )

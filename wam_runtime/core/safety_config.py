@@ -48,9 +48,11 @@ def build_safety(values: Mapping[str, Any]) -> SafetySetup:
     """
     p = resolve(SAFETY_PARAMS, values, 'safety_controller')
     _positive(p, 'control_rate_hz', 'command_timeout_s', 'state_timeout_s',
-              'max_chunk_age_s', 'incident_window_s', 'escalation_window_s')
+              'max_chunk_age_s', 'incident_window_s', 'incident_min_interval_s',
+              'escalation_window_s')
     for key in ('position_margin_rad', 'max_start_distance_rad', 'standstill_tolerance_rad',
-                'estop_timeout_s', 'max_ee_speed_m_s', 'escalation_max_interventions'):
+                'estop_timeout_s', 'max_ee_speed_m_s', 'escalation_max_interventions',
+                'incident_max_total_mb'):
         if p[key] < 0:
             raise ConfigError(f'{key}: must be >= 0, got {p[key]}')
     _choice(p, 'scaling', SCALING_MODES)

@@ -60,6 +60,7 @@ class SafetyControllerNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__('safety_controller')
         self.recorder: Optional[IncidentRecorder] = None
+        self._incident_errors_seen = 0
         self.core: Optional[ctl.SafetyController] = None
         self._startup_error: Optional[Exception] = None
         self._lock = threading.Lock()
@@ -98,7 +99,9 @@ class SafetyControllerNode(LifecycleNode):
         self.period = self.core.config.control_period_s
         self.output_mode = p['output_mode']
         if p['incident_dir']:
-            self.recorder = IncidentRecorder(p['incident_dir'], p['incident_window_s'])
+            self.recorder = IncidentRecorder(
+                p['incident_dir'], p['incident_window_s'], p['incident_min_interval_s'],
+                int(p['incident_max_total_mb'] * 1e6))
         qos = QoSProfile(depth=10)
         if self.output_mode == 'forward_command':
             self.cmd_topic, self.cmd_type = 'commands', 'std_msgs/msg/Float64MultiArray'
@@ -372,6 +375,11 @@ class SafetyControllerNode(LifecycleNode):
                            'splice_velocity_jump_rad_s_p99': p99[1]})
         if self.recorder is not None:
             values['incidents_written'] = len(self.recorder.written)
+            values['incidents_deleted_for_space'] = len(self.recorder.deleted)
+            values['incident_write_errors'] = len(self.recorder.errors)
+            if len(self.recorder.errors) > self._incident_errors_seen:
+                self._incident_errors_seen = len(self.recorder.errors)
+                self.get_logger().error(f'incident bag not written: {self.recorder.errors[-1]}')
         values.update({f'count_{k}': v for k, v in sorted(counters.items())})
         if fault:
             level, message = DiagnosticStatus.ERROR, f'fault latched: {fault}'
