@@ -221,8 +221,6 @@ class ChunkScheduler:
                                          - _velocity(old, t, cubic))))
         if cfg.blend == 'latest':
             self._tracks = [track]
-        elif cfg.blend == 'crossfade':
-            self._tracks = ([old] if old is not None else []) + [track]
         else:
             self._tracks.append(track)
         report = ChunkReport(stamp_s, delay, dropped, jump_p, jump_v, self._speed, gap)
@@ -257,14 +255,19 @@ class ChunkScheduler:
         if cfg.blend == 'latest' or len(self._tracks) == 1:
             return evaluate(newest, tau, cubic)
         if cfg.blend == 'crossfade':
-            old = self._tracks[0]
+            # Each chunk fades in over crossfade_s on top of the blend of those before it,
+            # so a chunk arriving while another still fades in never cuts that fade short.
             span = cfg.crossfade_s
-            a = 1.0 if span <= 0 else min(1.0, max(0.0, (tau - newest.arrival_tau) / span))
-            if a >= 1.0:
-                self._tracks = [newest]
-            # Smoothstep keeps the blend C1 at both ends.
-            a = a * a * (3 - 2 * a)
-            return (1 - a) * evaluate(old, tau, cubic) + a * evaluate(newest, tau, cubic)
+            alphas = [1.0 if span <= 0 else min(1.0, max(0.0, (tau - t.arrival_tau) / span))
+                      for t in self._tracks]
+            done = max(i for i, a in enumerate(alphas) if i == 0 or a >= 1.0)
+            if done:
+                self._tracks, alphas = self._tracks[done:], alphas[done:]
+            x = evaluate(self._tracks[0], tau, cubic)
+            for t, a in zip(self._tracks[1:], alphas[1:]):
+                a = a * a * (3 - 2 * a)          # smoothstep: C1 at both ends of the fade
+                x = (1 - a) * x + a * evaluate(t, tau, cubic)
+            return x
         # Temporal ensemble over the chunks that still cover tau (ACT weights), each faded
         # out over its last ENSEMBLE_FADE_S so that a chunk ending never makes a jump.
         self._tracks = [t for t in self._tracks if t.end >= tau]
