@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from wam_runtime.core.gate import (
-    ACCELERATION_LIMIT, gate_command, gate_step, GateState, JERK_LIMIT, JointLimits,
-    LimitsError, NON_FINITE, POSITION_LIMIT, VELOCITY_LIMIT, WORKSPACE_HOLD, WORKSPACE_LIMIT)
+    ACCELERATION_LIMIT, braking_speed, gate_command, gate_step, GateState, JERK_LIMIT,
+    JointLimits, LimitsError, NON_FINITE, POSITION_LIMIT, VELOCITY_LIMIT, WORKSPACE_HOLD,
+    WORKSPACE_LIMIT)
 
 NAMES = ('a', 'b', 'c')
 LIM = JointLimits.create(NAMES, [-1, -2, -3], [1, 2, 3], [1.0, 2.0, 0.5])
@@ -282,3 +283,18 @@ def test_workspace_guard_retreats_along_the_path_or_holds():
                     lim, DT, DT, workspace_ok=ok)
     np.testing.assert_array_equal(res.command, [0.06, 0, 0])
     assert res.interventions[-1].reason == WORKSPACE_HOLD
+
+
+@pytest.mark.filterwarnings('error::RuntimeWarning')
+def test_braking_bounds_hold_beyond_float_range():
+    """Absurd distances give a bound that still holds, never NaN, inf or a warning."""
+    d = np.array([0.0, 1e-9, 1.0, 1e10, 1e300, 1.7e308, np.inf])
+    for acc in (1e-3, 10.0, 1e300):
+        v = braking_speed(d, 0.01, np.full(d.shape, acc), np.full(d.shape, 0.02))
+        assert v[0] == 0.0 and np.all(np.isfinite(v)) and np.all(np.diff(v) >= 0), (acc, v)
+        # v * lead + v^2 / (2 a) <= d, divided by d to stay in range.
+        v, dd = v[1:-1], d[1:-1]
+        r = v / np.sqrt(dd)
+        assert np.all(v * (0.01 + 0.02) / dd + r * r / (2 * acc) <= 1 + 1e-9), (acc, v)
+    # Unlimited acceleration: no braking bound.
+    assert np.all(braking_speed(d, 0.01, np.full(d.shape, np.inf), np.zeros(d.shape)) == np.inf)

@@ -35,6 +35,9 @@ WORKSPACE_LIMIT = 'workspace'
 WORKSPACE_HOLD = 'workspace_hold'
 
 SCALING_MODES = ('uniform', 'per_joint')
+# Distances are capped here in the braking formulas (rad; far beyond any joint): they stay
+# finite and never overflow, whatever the limits (1e308 or inf distances included).
+FAR = 1e150
 
 
 class LimitsError(ValueError):
@@ -158,6 +161,7 @@ def braking_speed(distance: np.ndarray, dt: float, max_acc: np.ndarray,
     form. Unlimited acceleration gives no braking bound.
     """
     d = np.maximum(distance, 0.0)
+    np.minimum(d, FAR, out=d)
     lead = dt + ramp_s
     v = 2.0 * d / (lead + np.sqrt(lead * lead + 2.0 * d / max_acc))
     # Unlimited deceleration: the position clamp alone is the bound (no rounding twice).
@@ -170,6 +174,7 @@ def _ramp_down_cap(margin: np.ndarray, dt: float, max_jerk: np.ndarray) -> np.nd
     Conservative for steps of ``dt``: a * 2dt + a^2 / (2 j) <= margin.
     """
     m = np.maximum(margin, 0.0)
+    np.minimum(m, FAR, out=m)
     cap = 2.0 * m / (2.0 * dt + np.sqrt(4.0 * dt * dt + 2.0 * m / max_jerk))
     return np.where(np.isfinite(max_jerk), cap, np.inf)   # without a jerk limit: no cap
 
