@@ -9,6 +9,9 @@ from wam_runtime.core.gate import (
     JointLimits, LimitsError, NON_FINITE, POSITION_LIMIT, VELOCITY_LIMIT, WORKSPACE_HOLD,
     WORKSPACE_LIMIT)
 
+# Overflow or invalid arithmetic inside the gate is a finding, not noise.
+pytestmark = pytest.mark.filterwarnings('error::RuntimeWarning')
+
 NAMES = ('a', 'b', 'c')
 LIM = JointLimits.create(NAMES, [-1, -2, -3], [1, 2, 3], [1.0, 2.0, 0.5])
 DT = 0.01
@@ -285,7 +288,6 @@ def test_workspace_guard_retreats_along_the_path_or_holds():
     assert res.interventions[-1].reason == WORKSPACE_HOLD
 
 
-@pytest.mark.filterwarnings('error::RuntimeWarning')
 def test_braking_bounds_hold_beyond_float_range():
     """Absurd distances give a bound that still holds, never NaN, inf or a warning."""
     d = np.array([0.0, 1e-9, 1.0, 1e10, 1e300, 1.7e308, np.inf])
@@ -298,3 +300,14 @@ def test_braking_bounds_hold_beyond_float_range():
         assert np.all(v * (0.01 + 0.02) / dd + r * r / (2 * acc) <= 1 + 1e-9), (acc, v)
     # Unlimited acceleration: no braking bound.
     assert np.all(braking_speed(d, 0.01, np.full(d.shape, np.inf), np.zeros(d.shape)) == np.inf)
+
+
+@pytest.mark.parametrize('dt', [5e-324, 1e-310, 1e-200, 9e-10, 0.0, -1.0])
+@pytest.mark.parametrize('dynamic', [True, False])
+def test_vanishing_steps_hold_without_overflow(dt, dynamic):
+    extra = (np.array([5.0, 5.0]), np.array([100.0, 100.0])) if dynamic else ()
+    lim = JointLimits.create(['a', 'b'], np.array([-1.0, -1.0]), np.array([1.0, 1.0]),
+                             np.array([1.0, 1.0]), *extra)
+    for req in (np.array([1e308, -1e308]), np.array([np.nan, np.inf]), np.array([0.5, -0.5])):
+        res = gate_command(req, np.zeros(2), lim, dt, 0.01, 0.0)
+        assert np.all(res.command == 0.0)      # below 1 ns no time has passed: no motion

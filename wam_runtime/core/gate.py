@@ -11,8 +11,8 @@ position limits > velocity > acceleration > jerk. Then:
   towards the request as far as every joint's interval allows, so the direction of motion
   in joint space is kept; ``per_joint`` clamps each joint on its own;
 - ``dt`` is capped at the nominal control period, so a late tick or a clock jump never
-  widens a window, and ``dt <= 0`` (or NaN) repeats the previous output with the motion
-  state unchanged.
+  widens a window, and ``dt <= 0``, NaN or below 1 ns (ROS time's resolution) repeats the
+  previous output with the motion state unchanged.
 
 An optional workspace guard (``wam_runtime.core.workspace``) then checks Cartesian frames;
 a command that would leave the workspace is replaced by the farthest safe point on the same
@@ -38,6 +38,8 @@ SCALING_MODES = ('uniform', 'per_joint')
 # Distances are capped here in the braking formulas (rad; far beyond any joint): they stay
 # finite and never overflow, whatever the limits (1e308 or inf distances included).
 FAR = 1e150
+# A step shorter than ROS time's resolution (s) is no step: the gate holds.
+MIN_DT = 1e-9
 
 
 class LimitsError(ValueError):
@@ -162,7 +164,7 @@ def braking_speed(distance: np.ndarray, dt: float, max_acc: np.ndarray,
     """
     d = np.maximum(distance, 0.0)
     np.minimum(d, FAR, out=d)
-    lead = dt + ramp_s
+    lead = max(dt, MIN_DT) + ramp_s
     v = 2.0 * d / (lead + np.sqrt(lead * lead + 2.0 * d / max_acc))
     # Unlimited deceleration: the position clamp alone is the bound (no rounding twice).
     return np.where(np.isfinite(max_acc), v, np.inf)
@@ -175,6 +177,7 @@ def _ramp_down_cap(margin: np.ndarray, dt: float, max_jerk: np.ndarray) -> np.nd
     """
     m = np.maximum(margin, 0.0)
     np.minimum(m, FAR, out=m)
+    dt = max(dt, MIN_DT)
     cap = 2.0 * m / (2.0 * dt + np.sqrt(4.0 * dt * dt + 2.0 * m / max_jerk))
     return np.where(np.isfinite(max_jerk), cap, np.inf)   # without a jerk limit: no cap
 
@@ -261,12 +264,13 @@ def gate_step(requested: Sequence[float], state: GateState, limits: JointLimits,
     if req.shape != p.shape:
         raise ValueError(f'requested has shape {req.shape}, state {p.shape}')
     dt = float(dt_s)
-    # NaN, -0.0 and negative dt all mean "no time has passed": repeat the last output.
+    # NaN, -0.0, negative dt and dt below ROS time's resolution (MIN_DT) all mean "no time
+    # has passed": repeat the last output.
     # Windows use dt capped at the nominal period; the motion state is estimated over the
     # real elapsed time (bounded), so a late tick neither widens a window nor fakes a
     # velocity spike.
-    elapsed = min(dt, 2.0 * float(nominal_dt_s)) if dt > 0.0 else 0.0
-    dt = min(dt, float(nominal_dt_s)) if dt > 0.0 else 0.0
+    elapsed = min(dt, 2.0 * float(nominal_dt_s)) if dt >= MIN_DT else 0.0
+    dt = min(dt, float(nominal_dt_s)) if dt >= MIN_DT else 0.0
     bad = ~np.isfinite(req)
     if bad.any() or dt == 0.0:
         out = [Intervention(NON_FINITE, names[j], float(req[j]), float(p[j]))
