@@ -256,7 +256,7 @@ class AreaShrink:
     def __init__(self, in_w: int, in_h: int, out_w: int, out_h: int, channels: int) -> None:
         """Precompute the block weights (use :meth:`plan` to check that they are small)."""
         gy, gx = math.gcd(in_h, out_h), math.gcd(in_w, out_w)
-        self.blocks_y, self.blocks_x = gy, gx
+        self.blocks_y = gy
         self.p, self.q = in_h // gy, out_h // gy
         self.r, self.t = in_w // gx, out_w // gx
         self.shape_in = (in_h, in_w, channels)
@@ -430,10 +430,10 @@ class Preprocessor:
         src = region
         if interp == cv2.INTER_AREA and region.dtype == np.uint8 and width <= w \
                 and height <= h and not self._identity:
-            # Area shrinks of 8-bit frames into float tensors run on float32 (OpenCV's
-            # general area resize is 1.5x faster on it, the matrix products need it) and
-            # stay float: no rounding back to 8 bits. (8-bit tensors keep OpenCV's 8-bit
-            # result.) This conversion is the one full-size copy of the frame.
+            # Area shrinks of 8-bit frames into float tensors run on float32 and stay float:
+            # no rounding back to 8 bits (8-bit tensors keep OpenCV's 8-bit result). The
+            # matrix products convert tile by tile; OpenCV's general area resize, 1.5x
+            # faster on float32, gets the one full-size copy of the frame.
             key = (w, h, width, height, c)
             if self._shrink_key != key:
                 self._shrink_key = key
@@ -570,6 +570,14 @@ class TensorBuilder:
             self._pool.shutdown(wait=True)
 
 
+def _reference_resize(img: np.ndarray, width: int, height: int,
+                      spec: CameraSpec) -> np.ndarray:
+    interp = _interpolation(spec, img.shape[1], img.shape[0], width, height)
+    if interp == cv2.INTER_AREA and img.dtype == np.uint8 and spec.dtype != 'uint8':
+        img = img.astype(np.float64)      # area shrinks average in float, unrounded
+    return _resize(img, width, height, interp)
+
+
 def reference_preprocess(frame: np.ndarray, encoding: str, spec: CameraSpec) -> np.ndarray:
     """Slow, obvious reference of :class:`Preprocessor` for tests and benchmarks.
 
@@ -597,18 +605,12 @@ def reference_preprocess(frame: np.ndarray, encoding: str, spec: CameraSpec) -> 
     h, w = img.shape[:2]
     if spec.resize == 'pad':
         nw, nh, x0, y0 = _letterbox_geometry(w, h, spec.width, spec.height)
-        interp = _interpolation(spec, w, h, nw, nh)
-        if interp == cv2.INTER_AREA and img.dtype == np.uint8 and spec.dtype != 'uint8':
-            img = img.astype(np.float64)   # area shrinks average in float, unrounded
-        inner = _resize(img, nw, nh, interp)
-        canvas = np.zeros((spec.height, spec.width, img.shape[2]), img.dtype)
+        inner = _reference_resize(img, nw, nh, spec)
+        canvas = np.zeros((spec.height, spec.width, img.shape[2]), inner.dtype)
         canvas[y0:y0 + nh, x0:x0 + nw] = inner
         img = canvas
     else:
-        interp = _interpolation(spec, w, h, spec.width, spec.height)
-        if interp == cv2.INTER_AREA and img.dtype == np.uint8 and spec.dtype != 'uint8':
-            img = img.astype(np.float64)
-        img = _resize(img, spec.width, spec.height, interp)
+        img = _reference_resize(img, spec.width, spec.height, spec)
     x = img.astype(np.float64)
     if spec.dtype != 'uint8':
         x = (x * spec.scale - np.asarray(spec.mean)) / np.asarray(spec.std)
