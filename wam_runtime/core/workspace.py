@@ -1,17 +1,17 @@
 """Cartesian workspace guard: monitored frames inside a box, outside keep-out volumes.
 
-Kinematics come from the URDF through Pinocchio (``pin``). ``WorkspaceGuard.ok`` is the
+Kinematics come from the URDF (``wam_runtime.core.kinematics``). ``WorkspaceGuard.ok`` is the
 predicate the gate calls on every candidate command; ``point_ok`` checks chunk points.
 """
 
 from dataclasses import dataclass
 import math
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-import pinocchio as pin
 
 from wam_runtime.core.gate import LimitsError
+from wam_runtime.core.kinematics import Kinematics
 
 
 @dataclass(frozen=True)
@@ -94,44 +94,6 @@ class WorkspaceConfig:
         return bool(self.frames) and (self.inside is not None or bool(self.keep_out_boxes)
                                       or bool(self.keep_out_spheres)) \
             or np.isfinite(self.max_ee_speed_m_s)
-
-
-class Kinematics:
-    """Forward kinematics of named frames from a URDF, in the controller's joint order."""
-
-    def __init__(self, urdf_text: str, joint_names: Sequence[str],
-                 frames: Sequence[str]) -> None:
-        """Build the Pinocchio model; raise LimitsError for unknown joints or frames."""
-        try:
-            self.model = pin.buildModelFromXML(urdf_text)
-        except Exception as exc:  # noqa: B902 - pinocchio raises untyped errors on bad XML
-            raise LimitsError(f'urdf: pinocchio cannot build a model ({exc})') from None
-        self.data = self.model.createData()
-        self._idx: List[int] = []
-        for name in joint_names:
-            if not self.model.existJointName(name):
-                raise LimitsError(f'joint_names: {name!r} is not a joint of the URDF')
-            joint = self.model.joints[self.model.getJointId(name)]
-            if joint.nq != 1:
-                raise LimitsError(f'joint_names: {name!r} has {joint.nq} position variables; '
-                                  'only revolute and prismatic joints are supported')
-            self._idx.append(joint.idx_q)
-        if self.model.nq != len(self._idx):
-            raise LimitsError(f'joint_names: the URDF has {self.model.nq} position variables, '
-                              f'joint_names lists {len(self._idx)}')
-        self._frames = []
-        for f in frames:
-            if not self.model.existFrame(f):
-                raise LimitsError(f'workspace_frames: {f!r} is not a frame of the URDF')
-            self._frames.append(self.model.getFrameId(f))
-        self.frame_names = tuple(frames)
-        self._q = pin.neutral(self.model)
-
-    def positions(self, q: Sequence[float]) -> np.ndarray:
-        """Return the (F, 3) positions of the monitored frames at joint positions ``q``."""
-        self._q[self._idx] = q
-        pin.framesForwardKinematics(self.model, self.data, self._q)
-        return np.array([self.data.oMf[f].translation for f in self._frames])
 
 
 class WorkspaceGuard:
