@@ -74,12 +74,17 @@ class Chunk:
     stamp_s: float
     times_s: np.ndarray      # (N,) absolute times, strictly increasing
     positions: np.ndarray    # (N, J)
+    stamp_ns: int = 0        # the exact stamp (integer nanoseconds), as received
 
 
 def make_chunk(joint_names: Sequence[str], stamp_s: float, time_from_start_s: Sequence[float],
                positions: Sequence[Sequence[float]], controller_joints: Sequence[str],
-               now_s: float, max_chunk_age_s: float, max_future_s: float = 0.05) -> Chunk:
-    """Validate a received chunk and reorder it to ``controller_joints``; raise ChunkError."""
+               now_s: float, max_chunk_age_s: float, max_future_s: float = 0.05,
+               stamp_ns: Optional[int] = None) -> Chunk:
+    """Validate a received chunk and reorder it to ``controller_joints``; raise ChunkError.
+
+    ``stamp_ns`` is the exact stamp (integer nanoseconds); by default ``stamp_s`` rounded.
+    """
     names = list(joint_names)
     if len(set(names)) != len(names):
         raise ChunkError(CHUNK_JOINTS, f'duplicated joint names {names}')
@@ -108,7 +113,8 @@ def make_chunk(joint_names: Sequence[str], stamp_s: float, time_from_start_s: Se
     if age < -max_future_s:
         raise ChunkError(CHUNK_FUTURE, f'stamp is {-age:.3f} s in the future')
     order = [names.index(n) for n in controller_joints]
-    return Chunk(float(stamp_s), stamp_s + t, p[:, order])
+    ns = int(round(stamp_s * 1e9)) if stamp_ns is None else int(stamp_ns)
+    return Chunk(float(stamp_s), stamp_s + t, p[:, order], ns)
 
 
 @dataclass
@@ -144,6 +150,7 @@ class TickResult:
     interventions: List[Intervention] = field(default_factory=list)
     chunk_latency_s: Optional[float] = None   # set on the first tick that uses a new chunk
     chunk_stamp_s: Optional[float] = None
+    chunk_stamp_ns: Optional[int] = None      # the same stamp, exact
 
 
 class SafetyController:
@@ -275,12 +282,17 @@ class SafetyController:
 
     def on_chunk(self, joint_names: Sequence[str], stamp_s: float,
                  time_from_start_s: Sequence[float], positions: Sequence[Sequence[float]],
-                 now_s: float) -> Chunk:
-        """Validate and adopt a chunk; raise ChunkError (and count it) on rejection."""
+                 now_s: float, stamp_ns: Optional[int] = None) -> Chunk:
+        """Validate and adopt a chunk; raise ChunkError (and count it) on rejection.
+
+        ``stamp_ns`` is the exact header stamp in integer nanoseconds (by default
+        ``stamp_s`` rounded); it is what ``TickResult.chunk_stamp_ns`` reports.
+        """
         if not self.enabled or self._disable_requested:
             raise ChunkError(CHUNK_DISABLED, 'the gate is disabled')
         try:
-            chunk = self._validate(joint_names, stamp_s, time_from_start_s, positions, now_s)
+            chunk = self._validate(joint_names, stamp_s, time_from_start_s, positions, now_s,
+                                   stamp_ns)
         except ChunkError as exc:
             self.count(exc.reason)
             self._note_intervention(now_s)
@@ -294,10 +306,10 @@ class SafetyController:
         return chunk
 
     def _validate(self, joint_names, stamp_s, time_from_start_s, positions,
-                  now_s: float) -> Chunk:
+                  now_s: float, stamp_ns: Optional[int] = None) -> Chunk:
         cfg = self.config
         chunk = make_chunk(joint_names, stamp_s, time_from_start_s, positions,
-                           self.joint_names, now_s, cfg.max_chunk_age_s)
+                           self.joint_names, now_s, cfg.max_chunk_age_s, stamp_ns=stamp_ns)
         if self._chunk is not None and chunk.stamp_s < self._chunk.stamp_s:
             raise ChunkError(CHUNK_STALE, 'older than the chunk being executed')
         if self._state is not None:
@@ -323,8 +335,9 @@ class SafetyController:
             if bad:
                 if cfg.chunk_limit_policy != 'clamp' or bad[0] == 0:
                     raise ChunkError(CHUNK_WORKSPACE, f'point {bad[0]} leaves the workspace')
-                return Chunk(chunk.stamp_s, chunk.times_s[:bad[0]], positions_[:bad[0]])
-        return Chunk(chunk.stamp_s, chunk.times_s, positions_)
+                return Chunk(chunk.stamp_s, chunk.times_s[:bad[0]], positions_[:bad[0]],
+                             chunk.stamp_ns)
+        return Chunk(chunk.stamp_s, chunk.times_s, positions_, chunk.stamp_ns)
 
     def _note_intervention(self, now_s: float) -> None:
         cfg = self.config
@@ -418,6 +431,7 @@ class SafetyController:
         result.command = gated.command.copy()
         if self._chunk is not None:
             result.chunk_stamp_s = self._chunk.stamp_s
+            result.chunk_stamp_ns = self._chunk.stamp_ns
         if stop is None:
             if self._new_chunk:
                 result.chunk_latency_s = now_s - self._chunk.stamp_s

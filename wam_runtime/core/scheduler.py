@@ -163,6 +163,10 @@ class ChunkScheduler:
             return 0.0
         return max(0.0, self._tracks[-1].end - self._tau)
 
+    def lag_s(self, now_s: float) -> float:
+        """Return how late playback runs: ``now_s`` minus the playback clock (0 without one)."""
+        return 0.0 if self._tau is None else float(now_s - self._tau)
+
     def executed_step(self) -> int:
         """Index of the newest chunk's step most recently passed (-1 before the first)."""
         if not self._tracks or self._tau is None:

@@ -179,8 +179,9 @@ class PolicyNode(Node):
         self._new_data.set()
 
     def _on_execution(self, msg: Float64MultiArray) -> None:
-        if len(msg.data) >= 4:
-            stamp, _, remaining, speed = msg.data[:4]
+        if len(msg.data) >= 5:
+            sec, nanosec, _, remaining, speed = msg.data[:5]
+            stamp = int(sec) + int(nanosec) * 1e-9   # TODO(issue 12): keep integer ns
             self.tracker.on_feedback(stamp, remaining, speed, now_s(self))
 
     def _prepare_arrived(self) -> None:

@@ -49,8 +49,10 @@ T = Parameter.Type
 PARAMS = SAFETY_PARAMS
 
 # safety/execution (Float64MultiArray), one per tick while a chunk executes: the feedback
-# policy_node uses to start the next inference before the current chunk runs out.
-EXECUTION_FIELDS = ('chunk_stamp_s', 'executed_step', 'remaining_s', 'playback_speed')
+# policy_node uses to start the next inference before the current chunk runs out. The
+# chunk's stamp travels as its two integer fields (exact in float64), never as float seconds.
+EXECUTION_FIELDS = ('chunk_stamp_sec', 'chunk_stamp_nanosec', 'executed_step', 'remaining_s',
+                    'playback_speed', 'lag_s')
 STOP_EVENTS = (ctl.COMMAND_TIMEOUT, ctl.STATE_TIMEOUT, ctl.CHUNK_EXHAUSTED) + ctl.LATCHING
 
 
@@ -236,9 +238,10 @@ class SafetyControllerNode(LifecycleNode):
         msg = deserialize_message(raw, JointTrajectory)
         names, times, positions = trajectory_arrays(msg)
         stamp = stamp_to_s(msg.header.stamp)
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         with self._lock:
             try:
-                self.core.on_chunk(names, stamp, times, positions, now_s(self))
+                self.core.on_chunk(names, stamp, times, positions, now_s(self), stamp_ns)
                 return
             except ctl.ChunkError as exc:
                 error = exc
@@ -301,8 +304,8 @@ class SafetyControllerNode(LifecycleNode):
             self._record(self.cmd_topic, self.cmd_type, serialize_message(msg))
         if result.chunk_latency_s is not None:
             self.latency.add(result.chunk_latency_s)
-        if result.chunk_stamp_s is not None:
-            self._publish_execution(result.chunk_stamp_s)
+        if result.chunk_stamp_ns is not None:
+            self._publish_execution(result.chunk_stamp_ns, now)
         for iv in result.interventions:
             self._event(iv.reason, iv.joint, iv.requested, iv.allowed, result.chunk_stamp_s)
             if iv.reason in STOP_EVENTS:
@@ -311,11 +314,12 @@ class SafetyControllerNode(LifecycleNode):
                     self.recorder.trigger(self.get_clock().now().nanoseconds, iv.reason)
         self.tick_time.add(time.perf_counter() - t0)
 
-    def _publish_execution(self, chunk_stamp_s: float) -> None:
+    def _publish_execution(self, chunk_stamp_ns: int, now: float) -> None:
         sched = self.core.scheduler
+        sec, nanosec = divmod(int(chunk_stamp_ns), 1_000_000_000)
         msg = Float64MultiArray(layout=self._exec_layout,
-                                data=[chunk_stamp_s, float(sched.executed_step()),
-                                      sched.remaining_s(), sched.speed])
+                                data=[float(sec), float(nanosec), float(sched.executed_step()),
+                                      sched.remaining_s(), sched.speed, sched.lag_s(now)])
         self.exec_pub.publish(msg)
 
     def _event(self, reason: str, joint: str, requested: float, allowed: float,
