@@ -74,10 +74,13 @@ def test_validate_accepts_matching_session():
 
 
 @pytest.mark.parametrize('change,field', [
-    (lambda d: d['cameras'][0].update(height=32), 'contract.cameras[0].height/width/layout'),
+    (lambda d: d['cameras'][0].update(height=32), 'contract.cameras[0].height'),
+    (lambda d: d['cameras'][0].update(width=48), 'contract.cameras[0].width'),
+    (lambda d: d['cameras'][0].update(encoding='mono8', mean=[0], std=[1]),
+     'contract.cameras[0].encoding'),
     (lambda d: d['cameras'][0].update(input='rgb'), 'contract.cameras[0].input'),
     (lambda d: d['cameras'][0].update(dtype='uint8'), 'contract.cameras[0].dtype'),
-    (lambda d: d['cameras'][0].update(layout='NHWC'), 'contract.cameras[0].height/width/layout'),
+    (lambda d: d['cameras'][0].update(layout='NHWC'), 'contract.cameras[0].layout'),
     (lambda d: d['state'].update(joint_names=['a', 'b', 'c'], mean=[0] * 3, std=[1] * 3),
      'contract.state.joint_names'),
     (lambda d: d['action'].update(horizon=8), 'contract.action.horizon/joint_names'),
@@ -93,6 +96,24 @@ def test_validate_names_the_mismatching_field(change, field):
     with pytest.raises(ContractError) as info:
         validate_against_io(parse_contract(d), *_io())
     assert info.value.field_path == field
+
+
+def test_a_height_mismatch_names_height_as_the_readme_shows():
+    d = make_contract_dict()
+    d['cameras'][0]['height'] = 96
+    with pytest.raises(ContractError) as info:
+        validate_against_io(parse_contract(d), *_io())
+    assert str(info.value) == ("contract.cameras[0].height: input 'image_scene' has shape "
+                               '[1, 3, 64, 64], the contract implies [1, 3, 96, 64] (axis 2)')
+
+
+def test_a_camera_shape_that_differs_in_two_fields_names_the_first_and_lists_the_other():
+    d = make_contract_dict()
+    d['cameras'][0].update(height=32, width=48)
+    with pytest.raises(ContractError) as info:
+        validate_against_io(parse_contract(d), *_io())
+    assert info.value.field_path == 'contract.cameras[0].height'
+    assert str(info.value).endswith('(axis 2); width differs too')
 
 
 def test_unfed_model_input_is_refused():

@@ -468,3 +468,53 @@ def test_area_shrink_640x480_to_224x224_is_planned_and_exact(monkeypatch):
     assert AreaShrink.plan(641, 480, 224, 224, 3) is None        # 641/224: a 641-pixel block
     with pytest.raises(ValueError):
         area_weights(10, 20)
+
+
+@pytest.mark.parametrize('encoding', ['16UC1', '32FC1'])
+@pytest.mark.parametrize('size', [(24, 30), (90, 120)])          # shrink and enlarge
+def test_depth_auto_resize_is_nearest_and_never_invents_a_depth(encoding, size):
+    # A step edge (0.5 m | 3 m) and a hole: every output pixel is one of the input depths.
+    d = np.full((60, 80), 3.0)
+    d[:, :37] = 0.5
+    d[20:30, 50:60] = 0.0
+    frame = (np.round(d * 1000).astype(np.uint16) if encoding == '16UC1'
+             else np.where(d > 0, d, np.nan).astype(np.float32))[:, :, None]
+    h, w = size
+    spec = _spec(encoding=encoding, height=h, width=w, mean=(0.0,), std=(1.0,), scale=1.0)
+    out = Preprocessor(spec)(frame, encoding)[0, 0]
+    assert set(np.unique(np.round(out, 4))) <= {0.0, 0.5, 3.0}
+    want = cv2.resize(np.where(d > 0, d, 0.0), (w, h), interpolation=cv2.INTER_NEAREST)
+    np.testing.assert_allclose(out, want, atol=1e-6)
+    np.testing.assert_allclose(out[None, None], reference_preprocess(frame, encoding, spec),
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize('interpolation', ['linear', 'area'])
+def test_explicit_blending_depth_resize_treats_nan_and_inf_as_zero(interpolation):
+    d = _depth_m().astype(np.float32)
+    d[d == 0] = np.nan
+    d[30, 40], d[31, 41], d[32, 42] = np.inf, -np.inf, -0.5     # REP 118: far, near; bad
+    frame = d[:, :, None]
+    spec = _spec(encoding='32FC1', height=24, width=30, mean=(0.0,), std=(1.0,), scale=1.0,
+                 interpolation=interpolation)
+    for data in (frame, frame.astype('>f4')):                    # either byte order
+        out = Preprocessor(spec)(data, '32FC1')
+        assert np.isfinite(out).all()
+        np.testing.assert_allclose(out, reference_preprocess(frame, '32FC1', spec),
+                                   atol=1e-5)
+
+
+def test_pad_places_the_frame_in_the_middle_on_zero_pixels():
+    # 30x10 into 16x16: 16x5 inside, 11 rows of bars: 5 above, 6 below (odd row at the bottom).
+    frame = np.full((10, 30, 3), 200, np.uint8)
+    spec = _spec(height=16, width=16, resize='pad', mean=(0.5, 0.5, 0.5),
+                 std=(0.25, 0.25, 0.25))
+    out = Preprocessor(spec)(frame, 'rgb8')[0, 0]
+    inside = np.isclose(out, (200 / 255 - 0.5) / 0.25)
+    assert inside.all(axis=1).tolist() == [False] * 5 + [True] * 5 + [False] * 6
+    np.testing.assert_allclose(out[~inside], (0 - 0.5) / 0.25)     # the bars: pixel value 0
+    depth = np.full((10, 30, 1), 1500, np.uint16)
+    dspec = _spec(encoding='16UC1', height=16, width=16, resize='pad', mean=(0.0,),
+                  std=(1.0,), scale=1.0)
+    dout = Preprocessor(dspec)(depth, '16UC1')[0, 0]
+    assert (dout[:5] == 0).all() and (dout[10:] == 0).all() and np.allclose(dout[5:10], 1.5)

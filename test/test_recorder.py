@@ -4,6 +4,7 @@ import json
 import os
 import time
 
+import numpy as np
 import pytest
 import yaml
 
@@ -96,3 +97,38 @@ def test_split_service_estops_and_max_duration(ros_context, proc_env, tmp_path):
         with open_bag(str(out / e['path'])) as bag:
             assert not bag.warnings
             assert bag.topics['/joint_states'].count == e['messages']['/joint_states']
+
+
+def test_recorded_episode_has_crcs_and_chunks_carry_exact_observation_stamps(sim_bags):
+    import struct
+    from wam_runtime.replay.bag_io import typestore
+    from wam_runtime.replay.mcap_reader import McapIndex
+    folder = sim_bags['mcap'][0]
+    mcap = next(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith('.mcap'))
+    index = McapIndex(mcap)
+    assert index.summary_crc_checked                   # the summary CRC is set and holds
+    with open(mcap, 'rb') as f:
+        for chunk in index.chunks:
+            f.seek(chunk.offset + 9 + 24)
+            assert struct.unpack('<I', f.read(4))[0] != 0, chunk.offset
+    stamps = {}
+    with open_bag(folder) as bag:
+        for rec in bag.messages():
+            if rec.topic in ('/camera/scene/image_raw', '/joint_states',
+                             '/policy/action_chunk'):
+                st = typestore().deserialize_cdr(rec.data, rec.msgtype).header.stamp
+                stamps.setdefault(rec.topic, []).append(st.sec * 10**9 + st.nanosec)
+        assert not bag.data_lost, (bag.lost, bag.problems)
+    # A chunk is stamped with its observation's oldest part: exactly a frame's or a joint
+    # state's header stamp, to the nanosecond. The recorder subscribes best effort, like
+    # any sensor subscriber, so on a loaded machine it may miss the one joint state a chunk
+    # was stamped with: such a stamp then has no recorded part near it at all, whereas a
+    # float round trip would leave it within a microsecond of one.
+    parts = np.array(sorted(set(stamps['/camera/scene/image_raw'])
+                            | set(stamps['/joint_states'])), dtype=np.int64)
+    chunks = stamps['/policy/action_chunk']
+    assert chunks
+    exact = [s for s in chunks if s in set(parts.tolist())]
+    for s in set(chunks) - set(exact):
+        assert np.min(np.abs(parts - s)) > 1_000_000, s      # a missed message, not a rounding
+    assert len(exact) >= 0.8 * len(chunks), (len(exact), len(chunks))

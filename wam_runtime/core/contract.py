@@ -429,15 +429,71 @@ def apply_overrides(contract: ModelContract,
 
 # --------------------------------------------------------------------------- session check
 
-def _check_shape(actual: Sequence[Any], expected: Sequence[int], path: str, what: str) -> None:
-    """Compare an ONNX shape (ints, symbolic strings or None) with the expected one."""
+def _check_shape(actual: Sequence[Any], expected: Sequence[int], path: str, what: str,
+                 axis_paths: Optional[Sequence[str]] = None) -> None:
+    """Compare an ONNX shape (ints, symbolic strings or None) with the expected one.
+
+    ``axis_paths`` names the contract field behind each axis; the error names the first
+    axis that disagrees (``path`` for the rank and unnamed axes).
+    """
     if len(actual) != len(expected):
         raise ContractError(path, f'{what} has rank {len(actual)} {list(actual)}, the contract '
                                   f'implies {list(expected)}')
     for axis, (a, e) in enumerate(zip(actual, expected)):
         if isinstance(a, int) and a != e:
-            raise ContractError(path, f'{what} has shape {list(actual)}, the contract implies '
-                                      f'{list(expected)} (axis {axis})')
+            where = axis_paths[axis] if axis_paths else path
+            raise ContractError(where, f'{what} has shape {list(actual)}, the contract implies '
+                                       f'{list(expected)} (axis {axis})')
+
+
+def _camera_axis_fields(cam: CameraSpec) -> Tuple[str, ...]:
+    """Return the contract field that fixes each axis of a camera's input tensor."""
+    if cam.layout == 'NCHW':
+        return ('input', 'encoding', 'height', 'width')
+    return ('input', 'height', 'width', 'encoding')
+
+
+def _check_camera_shape(actual: Sequence[Any], cam: CameraSpec, path: str) -> None:
+    """Compare a camera input's shape with the contract; name the one field that disagrees.
+
+    The channel axis is fixed by ``encoding`` (3 for colour, 1 for mono8 and depth), the
+    batch axis must be 1; a shape that matches the other layout names ``layout``.
+    """
+    expected = cam.tensor_shape()
+    what = f'input {cam.input!r}'
+    if len(actual) != len(expected):
+        raise ContractError(f'{path}.layout', f'{what} has rank {len(actual)} '
+                                              f'{list(actual)}, the contract implies '
+                                              f'{list(expected)} ({cam.layout})')
+
+    def wrong(shape: Sequence[int]) -> List[int]:
+        return [axis for axis, (a, e) in enumerate(zip(actual, shape))
+                if isinstance(a, int) and a != e]
+
+    bad = wrong(expected)
+    if not bad:
+        return
+    other = 'NHWC' if cam.layout == 'NCHW' else 'NCHW'
+    swapped = CameraSpec(**{**asdict(cam), 'layout': other}).tensor_shape()
+    if not wrong(swapped):
+        raise ContractError(f'{path}.layout', f'{what} has shape {list(actual)}, the '
+                                              f'contract implies {list(expected)} '
+                                              f'({cam.layout}); the model is {other}')
+    fields = _camera_axis_fields(cam)
+    axis = bad[0]
+    name = fields[axis]
+    if name == 'input':
+        problem = f'{what} has batch size {actual[0]}, the runtime feeds 1'
+    else:
+        problem = (f'{what} has shape {list(actual)}, the contract implies {list(expected)} '
+                   f'(axis {axis})')
+        if name == 'encoding':
+            problem += (f': {cam.encoding} gives {cam.channels} channel'
+                        f'{"s" if cam.channels > 1 else ""}')
+        others = [fields[a] for a in bad[1:]]
+        if others:
+            problem += f'; {", ".join(others)} differ{"s" if len(others) == 1 else ""} too'
+    raise ContractError(f'{path}.{name}', problem)
 
 
 def validate_against_io(contract: ModelContract,
@@ -454,8 +510,7 @@ def validate_against_io(contract: ModelContract,
         if typ != ORT_TYPES[cam.dtype]:
             raise ContractError(f'{path}.dtype', f'input {cam.input!r} is {typ}, the contract '
                                                  f'says {cam.dtype}')
-        _check_shape(shape, cam.tensor_shape(), f'{path}.height/width/layout',
-                     f'input {cam.input!r}')
+        _check_camera_shape(shape, cam, path)
         fed.add(cam.input)
     st = contract.state
     if st.input not in inputs:
@@ -502,8 +557,9 @@ def validate_against_io(contract: ModelContract,
         raise ContractError('contract.action.output', f'output {act.output!r} is {typ}, '
                                                       'expected tensor(float) or '
                                                       'tensor(float16)')
-    _check_shape(shape, (1, act.horizon, len(act.joint_names)),
-                 'contract.action.horizon/joint_names', f'output {act.output!r}')
+    expected = (1, act.horizon, len(act.joint_names))
+    _check_shape(shape, expected, 'contract.action.horizon/joint_names',
+                 f'output {act.output!r}')
     wm = contract.world_model
     if wm is not None:
         dims = []

@@ -204,7 +204,9 @@ def _interpolation(spec: CameraSpec, src_w: int, src_h: int, dst_w: int, dst_h: 
     if spec.interpolation != 'auto':
         return _INTERPOLATION[spec.interpolation]
     if spec.is_depth:
-        return cv2.INTER_NEAREST     # never blend valid depth with invalid (0 / NaN) pixels
+        # Never blend valid depth with invalid (0) pixels or a near surface with a far one:
+        # an average of the two is a depth where nothing is.
+        return cv2.INTER_NEAREST
     shrink = dst_w < src_w or dst_h < src_h
     return cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
 
@@ -308,8 +310,13 @@ class Preprocessor:
     Crop (a view), resize (the one model-sized intermediate), colour order or luma, then one
     affine pass ``x * scale / std - mean / std`` straight into the output tensor, which is
     allocated once and returned by every call; scratch buffers are reused too. Depth frames
-    are converted to metres (16-bit values times ``depth_scale``, 32FC1 as is; 0, NaN and
-    negative read as 0).
+    are converted to metres (16-bit values times ``depth_scale``, 32FC1 as is) and every
+    invalid pixel reads 0: 16-bit 0, and 32FC1 NaN, +Inf, -Inf (REP 118: no return, too
+    far, too near), 0 and negative. ``interpolation: auto`` resizes depth with nearest
+    neighbour, so a valid pixel is never blended with an invalid one or across an edge;
+    an explicit blending interpolation zeroes invalid 32FC1 pixels before resizing.
+    ``resize: pad`` centres the resized frame (an odd remainder goes right and bottom) on
+    bars of pixel value 0 (black; 0 m, invalid, for depth), normalised like every pixel.
     """
 
     def __init__(self, spec: CameraSpec) -> None:
@@ -359,7 +366,15 @@ class Preprocessor:
                                                f'cannot use {encoding} frames')
         region = self._crop(frame, reduction)
         if want == 'D':
-            if not region.dtype.isnative:
+            if region.dtype.kind == 'f' and spec.interpolation not in ('auto', 'nearest') \
+                    and region.shape[:2] != (spec.height, spec.width):
+                # A blending resize must not spread NaN/Inf: invalid pixels become 0 first
+                # (the one full-size copy, which also fixes the byte order).
+                clean = self._buffer('depth_src', region.shape, np.float32)
+                np.copyto(clean, region, casting='same_kind')
+                clean[~(np.isfinite(clean) & (clean > 0))] = 0.0
+                region = clean
+            elif not region.dtype.isnative:
                 region = region.astype(region.dtype.newbyteorder('='))
             small = self._fit(region)
             if small.dtype == np.float32:

@@ -4,12 +4,23 @@ An observation is the latest frame of every camera plus the joint state closest 
 the newest of those frames, with every part within ``max_skew_s`` of the others and none
 older than ``max_age_s``. Otherwise ``take`` raises NotReady with a reason code that the
 node counts on /diagnostics. The observation's stamp is its oldest part's stamp.
+
+Stamps are integer nanoseconds (ROS ``Time`` as ``sec * 10**9 + nanosec``) from the message
+header to the chunk header, so a chunk carries exactly the stamp of the frame it came from;
+float seconds are used only for ages and intervals.
+
+A part that lags behind the others (a camera whose next frame has not arrived yet, after a
+pause longer than ``max_age_s`` as well as in steady state) makes the observation
+``waitable``: the caller waits a little for the lagging part's next message before it
+counts the rejection, so a synchronised set of frames arriving one after the other is
+never judged against an old frame of the camera that has not caught up yet.
 """
 
 import bisect
 from collections import deque
 from dataclasses import dataclass
 import math
+import operator
 import threading
 from typing import Any, Deque, Dict, Optional, Sequence, Tuple
 
@@ -22,30 +33,65 @@ SKEWED = 'observation_skewed'
 FROM_FUTURE = 'observation_from_future'
 NO_NEW_FRAME = 'no_new_frame'
 
+NS_PER_S = 1_000_000_000
+
+
+def s_to_ns(t_s: float) -> int:
+    """Return float seconds as integer nanoseconds (rounded; for limits and tests)."""
+    return int(round(t_s * 1e9))
+
 
 class NotReady(Exception):
-    """No observation this time; ``reason`` is the counter code."""
+    """No observation this time; ``reason`` is the counter code.
 
-    def __init__(self, reason: str, detail: str = '') -> None:
+    ``waitable`` is True when a part lags behind the newest one, so the lagging part's next
+    message may complete the observation (worth a short wait before counting ``reason``).
+    """
+
+    def __init__(self, reason: str, detail: str = '', waitable: bool = False) -> None:
         super().__init__(f'{reason}: {detail}' if detail else reason)
         self.reason = reason
+        self.waitable = waitable
 
 
 @dataclass
 class Observation:
-    """Frames (opaque items, by camera name), joint state and the observation stamps."""
+    """Frames (opaque items, by camera name), joint state and the stamps (integer ns)."""
 
     frames: Dict[str, Any]
     state: np.ndarray
-    stamp_s: float                      # the oldest stamp among the parts
-    newest_s: float = math.nan          # the newest stamp among the parts
-    state_stamp_s: float = math.nan
+    stamp_ns: int                       # the oldest stamp among the parts
+    newest_ns: int                      # the newest stamp among the parts
+    state_stamp_ns: int
     received_s: Optional[float] = None  # receive time of the newest frame (caller's clock)
+
+    @property
+    def stamp_s(self) -> float:
+        """Return the oldest stamp in float seconds (for arithmetic on ages only)."""
+        return self.stamp_ns * 1e-9
+
+    @property
+    def newest_s(self) -> float:
+        """Return the newest stamp in float seconds."""
+        return self.newest_ns * 1e-9
+
+    @property
+    def state_stamp_s(self) -> float:
+        """Return the joint state's stamp in float seconds."""
+        return self.state_stamp_ns * 1e-9
 
     @property
     def skew_s(self) -> float:
         """Return the spread of the parts' stamps (s)."""
-        return self.newest_s - self.stamp_s
+        return (self.newest_ns - self.stamp_ns) * 1e-9
+
+
+def _ns(value: Any, what: str) -> int:
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f'{what}: stamps are integer nanoseconds, got '
+                        f'{type(value).__name__} {value!r}') from None
 
 
 class ObservationAssembler:
@@ -65,17 +111,20 @@ class ObservationAssembler:
         self.camera_names = tuple(camera_names)
         self.max_age_s = max_age_s
         self.max_skew_s = max_skew_s
+        self._max_age_ns = s_to_ns(max_age_s)
+        self._max_skew_ns = s_to_ns(max_skew_s) if math.isfinite(max_skew_s) else math.inf
         self._lock = threading.Lock()
-        self._frames: Dict[str, Tuple[float, Any, Optional[float]]] = {}
-        self._state_t: Deque[float] = deque(maxlen=max(1, state_history))
+        self._frames: Dict[str, Tuple[int, Any, Optional[float]]] = {}
+        self._state_t: Deque[int] = deque(maxlen=max(1, state_history))
         self._state_q: Deque[np.ndarray] = deque(maxlen=max(1, state_history))
-        self._last_used: Dict[str, float] = {}
+        self._last_used: Dict[str, int] = {}
 
-    def put_frame(self, camera: str, stamp_s: float, item: Any,
+    def put_frame(self, camera: str, stamp_ns: int, item: Any,
                   received_s: Optional[float] = None) -> None:
         """Store the latest frame of ``camera`` (``received_s``: when it arrived)."""
+        stamp_ns = _ns(stamp_ns, 'put_frame')
         with self._lock:
-            self._frames[camera] = (stamp_s, item, received_s)
+            self._frames[camera] = (stamp_ns, item, received_s)
 
     def latest_item(self, camera: str) -> Any:
         """Return the item of the latest frame of ``camera`` (None before the first)."""
@@ -96,16 +145,17 @@ class ObservationAssembler:
             self._frames[camera] = (entry[0], new, entry[2])
             return True
 
-    def put_state(self, stamp_s: float, q: np.ndarray) -> None:
+    def put_state(self, stamp_ns: int, q: np.ndarray) -> None:
         """Store a joint state; a stamp older than the last one restarts the history."""
+        stamp_ns = _ns(stamp_ns, 'put_state')
         with self._lock:
-            if self._state_t and stamp_s < self._state_t[-1]:
+            if self._state_t and stamp_ns < self._state_t[-1]:
                 self._state_t.clear()
                 self._state_q.clear()
-            self._state_t.append(stamp_s)
+            self._state_t.append(stamp_ns)
             self._state_q.append(q)
 
-    def _state_near(self, t: float) -> Tuple[float, np.ndarray]:
+    def _state_near(self, t: int) -> Tuple[int, np.ndarray]:
         stamps = self._state_t
         i = bisect.bisect_left(stamps, t)
         if i == len(stamps):
@@ -114,8 +164,14 @@ class ObservationAssembler:
             i -= 1
         return stamps[i], self._state_q[i]
 
-    def take(self, now_s: float) -> Observation:
-        """Return the newest complete observation or raise NotReady with a reason."""
+    def take(self, now_ns: int) -> Observation:
+        """Return the newest complete observation or raise NotReady with a reason.
+
+        A part older than ``max_age_s`` while the newest part is recent, or parts more than
+        ``max_skew_s`` apart, raise a ``waitable`` NotReady: the lagging part's next message
+        may complete the observation.
+        """
+        now_ns = _ns(now_ns, 'take')
         with self._lock:
             missing = [c for c in self.camera_names if c not in self._frames]
             if missing:
@@ -129,17 +185,31 @@ class ObservationAssembler:
             state_stamp, q = self._state_near(max(cam_stamps))
         oldest = min(min(cam_stamps), state_stamp)
         newest = max(max(cam_stamps), state_stamp)
-        if newest - now_s > self.max_age_s:
-            raise NotReady(FROM_FUTURE, f'{newest - now_s:.3f} s ahead of this clock')
-        if now_s - oldest > self.max_age_s:
-            raise NotReady(STALE, f'{now_s - oldest:.3f} s old')
-        if newest - oldest > self.max_skew_s:
-            raise NotReady(SKEWED, f'parts {newest - oldest:.3f} s apart')
+        if newest - now_ns > self._max_age_ns:
+            raise NotReady(FROM_FUTURE, f'{(newest - now_ns) * 1e-9:.3f} s ahead of this clock')
+        if now_ns - oldest > self._max_age_ns:
+            # Waitable when something is recent: the stale part may be about to catch up.
+            lagging = now_ns - newest <= self._max_age_ns
+            raise NotReady(STALE, f'{(now_ns - oldest) * 1e-9:.3f} s old'
+                           + (f' ({self._lagging(frames, state_stamp, oldest)} lags behind)'
+                              if lagging else ''), waitable=lagging)
+        if newest - oldest > self._max_skew_ns:
+            raise NotReady(SKEWED, f'parts {(newest - oldest) * 1e-9:.3f} s apart '
+                           f'({self._lagging(frames, state_stamp, oldest)} lags behind)',
+                           waitable=True)
         for c in self.camera_names:
             self._last_used[c] = frames[c][0]
         received = [r for _, _, r in frames.values() if r is not None]
         return Observation({c: item for c, (_, item, _) in frames.items()}, q, oldest,
                            newest, state_stamp, max(received) if received else None)
+
+    @staticmethod
+    def _lagging(frames: Dict[str, Tuple[int, Any, Optional[float]]], state_stamp: int,
+                 oldest: int) -> str:
+        names = [f'camera {c!r}' for c, (s, _, _) in frames.items() if s == oldest]
+        if state_stamp == oldest:
+            names.append('joint_states')
+        return ', '.join(names)
 
 
 class JointMapper:

@@ -6,16 +6,48 @@ remaining horizon and the playback speed). From these it decides when to start t
 inference so that it lands before the current chunk runs out, and it builds the
 real-time-chunking prefix: the executing chunk's targets at the new observation's step
 times, and the expected delay in steps.
+
+Chunks are keyed by their header stamp in integer nanoseconds, the form in which both the
+chunk header and ``safety/execution`` (``chunk_stamp_sec`` + ``chunk_stamp_nanosec``) carry
+it, so feedback names a chunk exactly; times of day (``now_s``, ``received_s``) and
+intervals stay float seconds.
 """
 
 from collections import OrderedDict
 import math
-from typing import Optional, Tuple
+import operator
+from typing import Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 
 FEEDBACK_GRACE_S = 0.1   # publication -> controller -> feedback, with margin
+EXECUTION_LABELS = ('chunk_stamp_sec', 'chunk_stamp_nanosec', 'executed_step', 'remaining_s',
+                    'playback_speed', 'lag_s')
+
+
+def execution_fields(labels: Sequence[str], data: Sequence[float]) -> Optional[Mapping]:
+    """Read ``safety/execution`` (Float64MultiArray) by its ``layout.dim`` labels.
+
+    Returns ``{'chunk_stamp_ns': int, 'remaining_s': float, 'playback_speed': float, ...}``
+    or None when the stamp or the remaining horizon is missing or not finite. Without labels
+    the fields are taken in the order of :data:`EXECUTION_LABELS`.
+    """
+    names = list(labels) if labels else list(EXECUTION_LABELS)
+    if len(names) > len(data):
+        names = names[:len(data)]
+    values = dict(zip(names, (float(v) for v in data)))
+    sec, nanosec = values.get('chunk_stamp_sec'), values.get('chunk_stamp_nanosec')
+    remaining = values.get('remaining_s')
+    if sec is None or nanosec is None or remaining is None or not all(
+            math.isfinite(v) for v in (sec, nanosec, remaining)) \
+            or sec != int(sec) or nanosec != int(nanosec) or not 0 <= nanosec < 1e9:
+        return None
+    out = dict(values)
+    out['chunk_stamp_ns'] = int(sec) * 1_000_000_000 + int(nanosec)
+    speed = values.get('playback_speed', 1.0)
+    out['playback_speed'] = speed if math.isfinite(speed) else 1.0
+    return out
 
 
 class ExecutionTracker:
@@ -27,24 +59,25 @@ class ExecutionTracker:
         self.dt_s = dt_s
         self.horizon = horizon
         self.feedback_timeout_s = feedback_timeout_s
-        self._chunks: 'OrderedDict[float, np.ndarray]' = OrderedDict()
+        self._chunks: 'OrderedDict[int, np.ndarray]' = OrderedDict()
         self._history = history
-        self._feedback: Optional[Tuple[float, float, float, float]] = None
+        self._feedback: Optional[Tuple[int, float, float, float]] = None
         self._published_s = -math.inf
         self._delay = 0.0
 
-    def on_published(self, stamp_s: float, positions: np.ndarray,
+    def on_published(self, stamp_ns: int, positions: np.ndarray,
                      published_s: Optional[float] = None) -> None:
         """Remember a published chunk (absolute targets, step k at stamp + (k+1) dt)."""
-        self._chunks[stamp_s] = np.asarray(positions, np.float64).copy()
-        self._published_s = stamp_s if published_s is None else published_s
+        stamp_ns = operator.index(stamp_ns)
+        self._chunks[stamp_ns] = np.asarray(positions, np.float64).copy()
+        self._published_s = stamp_ns * 1e-9 if published_s is None else published_s
         while len(self._chunks) > self._history:
             self._chunks.popitem(last=False)
 
-    def on_feedback(self, chunk_stamp_s: float, remaining_s: float, speed: float,
+    def on_feedback(self, chunk_stamp_ns: int, remaining_s: float, speed: float,
                     received_s: float) -> None:
         """Record ``safety/execution`` feedback received at ``received_s``."""
-        self._feedback = (chunk_stamp_s, remaining_s, speed, received_s)
+        self._feedback = (operator.index(chunk_stamp_ns), remaining_s, speed, received_s)
 
     def on_delay(self, delay_s: float) -> None:
         """Record observation stamp -> chunk published for one inference."""
@@ -56,7 +89,7 @@ class ExecutionTracker:
         """Observation-to-publish delay to plan for (recent worst, smoothed)."""
         return self._delay
 
-    def _newest_unconfirmed(self) -> Optional[float]:
+    def _newest_unconfirmed(self) -> Optional[int]:
         """Return the newest published stamp while feedback cannot have seen it yet.
 
         Feedback received more than FEEDBACK_GRACE_S after the publication that still names
@@ -66,7 +99,7 @@ class ExecutionTracker:
             return None
         newest = next(reversed(self._chunks))
         if self._feedback is not None and (
-                round(self._feedback[0], 6) >= round(newest, 6)
+                self._feedback[0] >= newest
                 or self._feedback[3] > self._published_s + FEEDBACK_GRACE_S):
             return None
         return newest
@@ -81,7 +114,7 @@ class ExecutionTracker:
             return None
         newest = self._newest_unconfirmed()
         if newest is not None:
-            return max(0.0, newest + self.horizon * self.dt_s - now_s)
+            return max(0.0, newest * 1e-9 + self.horizon * self.dt_s - now_s)
         _, remaining, speed, received = self._feedback
         age = now_s - received
         if age > self.feedback_timeout_s or age < 0:
@@ -100,32 +133,32 @@ class ExecutionTracker:
             self._delay + self.dt_s
         return remaining <= threshold
 
-    def executing_chunk(self) -> Optional[Tuple[float, np.ndarray]]:
-        """Return the executing chunk (by feedback), else the newest published one."""
+    def executing_chunk(self) -> Optional[Tuple[int, np.ndarray]]:
+        """Return (stamp ns, targets) of the executing chunk (by feedback), else the newest."""
         if not self._chunks:
             return None
         if self._feedback is not None and self._newest_unconfirmed() is None:
-            # Stamps travel as ROS Time (ns): match to the microsecond, not bit for bit.
-            wanted = round(self._feedback[0], 6)
-            for key in reversed(self._chunks):
-                if round(key, 6) == wanted:
-                    return key, self._chunks[key]
+            positions = self._chunks.get(self._feedback[0])
+            if positions is not None:
+                return self._feedback[0], positions
         key = next(reversed(self._chunks))
         return key, self._chunks[key]
 
-    def prefix(self, obs_stamp_s: float) -> Tuple[Optional[np.ndarray], int]:
+    def prefix(self, obs_stamp_ns: int) -> Tuple[Optional[np.ndarray], int]:
         """Return the executing chunk's targets at the new chunk's step times, and the delay.
 
-        Row k is the executing chunk's target at ``obs_stamp_s + (k + 1) * dt_s`` (linear
-        between its steps, held past its ends); the delay is the expected delay in steps,
-        rounded up. (None, 0) when nothing was published yet.
+        Row k is the executing chunk's target at ``obs_stamp_ns`` + (k + 1) * ``dt_s``
+        (linear between its steps, held past its ends); the delay is the expected delay in
+        steps, rounded up. (None, 0) when nothing was published yet.
         """
         current = self.executing_chunk()
         if current is None:
             return None, 0
-        stamp, positions = current
-        t_old = stamp + self.dt_s * np.arange(1, len(positions) + 1)
-        t_new = obs_stamp_s + self.dt_s * np.arange(1, self.horizon + 1)
+        stamp_ns, positions = current
+        # Relative times: the offset between the stamps is exact before it becomes float.
+        offset_s = (operator.index(obs_stamp_ns) - stamp_ns) * 1e-9
+        t_old = self.dt_s * np.arange(1, len(positions) + 1)
+        t_new = offset_s + self.dt_s * np.arange(1, self.horizon + 1)
         targets = np.column_stack([np.interp(t_new, t_old, positions[:, j])
                                    for j in range(positions.shape[1])])
         delay = int(math.ceil(self._delay / self.dt_s - 1e-9)) if self._delay > 0 else 0

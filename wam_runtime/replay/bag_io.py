@@ -2,24 +2,38 @@
 
 Reading (:func:`open_bag`): a rosbag2 folder in sqlite3 or MCAP storage, a folder whose
 ``metadata.yaml`` is missing or unreadable (a recording killed before it closed: the
-storage files are read directly), or a bare ``.mcap`` / ``.db3`` file. An MCAP file without
-a valid summary section (truncated, or never closed) is salvaged: its records are scanned
-from the start up to the first incomplete one, and a chunk that cannot be decoded is
-counted and skipped. Whatever goes wrong is one :class:`BagError` line, never a traceback.
+storage files are read directly), or a bare ``.mcap`` / ``.db3`` file. An indexed MCAP is
+read chunk by chunk against its index (:mod:`wam_runtime.replay.mcap_reader`): CRCs are
+checked where the writer set them, and a damaged chunk, or damaged messages in it, are
+skipped and counted as lost by topic instead of ending the read. An MCAP file without a
+valid summary section (truncated, or never closed) is salvaged: its records are scanned from
+the start up to the first incomplete one, and a chunk that cannot be decoded is counted and
+skipped. After a full pass the messages read are compared with the bag's own per-topic
+counts (``metadata.yaml``, or the MCAP statistics): :attr:`BagSource.lost` and
+:attr:`BagSource.problems` say what is missing, so no loss goes unnoticed. Whatever goes
+wrong is one :class:`BagError` line that says what is wrong with the bag, never a traceback
+or a Python exception's text.
 
 Writing (:class:`BagWriter`): serialized messages (CDR bytes as on the wire) streamed into a
 new rosbag2 folder, connections added on first use. rosbags' MCAP writer stamps no wall-clock
-time into the file, so the same messages in the same order give the same bytes.
+time into the file, so the same messages in the same order give the same bytes; on close the
+chunk, data and summary CRCs it leaves at 0 are filled in (:func:`mcap_reader.add_crcs`).
 """
 
 from dataclasses import dataclass, field
 import glob
+import heapq
 import os
+import sqlite3
 import struct
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+import zlib
 
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
+import yaml
+
+from wam_runtime.replay.mcap_reader import add_crcs, McapError, McapIndex
 
 MCAP_MAGIC = b'\x89MCAP0\r\n'
 STORAGE_PLUGINS = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
@@ -84,21 +98,117 @@ class BagSource:
     salvaged: bool = False
     _readers: List[Reader] = field(default_factory=list, repr=False)
     _mcap_files: List[str] = field(default_factory=list, repr=False)
+    _indexes: List[McapIndex] = field(default_factory=list, repr=False)
+    #: After a full pass of :meth:`messages`: messages the bag lists but did not give, by
+    #: topic, and one line per problem (a damaged chunk, a count that falls short).
+    lost: Dict[str, int] = field(default_factory=dict)
+    problems: List[str] = field(default_factory=list)
+    #: Messages per topic the bag says it holds, where that differs from ``topics`` (a
+    #: salvaged MCAP next to a metadata.yaml); None: the topics' counts.
+    expected: Optional[Dict[str, int]] = None
+
+    @property
+    def data_lost(self) -> bool:
+        """Whether the last full pass lost messages (or damaged data of unknown extent)."""
+        return bool(self.lost) or bool(self.problems)
 
     def messages(self, topics: Optional[Sequence[str]] = None) -> Iterator[Record]:
         """Yield the messages, of ``topics`` only if given; raise BagError on corrupt data.
 
         Messages of a salvaged MCAP come in file order (sorted within each chunk), so the
-        caller must expect an occasional earlier log time.
+        caller must expect an occasional earlier log time. A pass over every topic that runs
+        to the end fills in :attr:`lost` and :attr:`problems`.
         """
         wanted = None if topics is None else set(topics)
-        if self._mcap_files:
-            counts: Dict[str, int] = {}
-            for path in self._mcap_files:
-                for kind, *item in _salvage_records(path, counts):
-                    if kind == 'message' and (wanted is None or item[1] in wanted):
-                        yield Record(*item)
-            return
+        full = wanted is None
+        read: Dict[str, int] = {}
+        lost: Dict[str, int] = {}
+        problems: List[str] = []
+        if full:
+            self.lost, self.problems = {}, []
+        if self._indexes:
+            source = self._indexed_messages(wanted, lost, problems)
+        elif self._mcap_files:
+            source = self._salvaged_messages(wanted, problems)
+        else:
+            source = self._rosbags_messages(wanted)
+        for rec in source:
+            read[rec.topic] = read.get(rec.topic, 0) + 1
+            yield rec
+        if full:
+            self._account(read, lost, problems)
+
+    def _account(self, read: Dict[str, int], lost: Dict[str, int],
+                 problems: List[str]) -> None:
+        """Compare what a full pass read with what the bag says it holds."""
+        expected = self.expected if self.expected is not None else {
+            name: info.count for name, info in self.topics.items()}
+        for name, count in expected.items():
+            short = count - read.get(name, 0)
+            if short > lost.get(name, 0):
+                problems.append(f'{name}: {read.get(name, 0)} messages read, the bag lists '
+                                f'{count}')
+                lost[name] = short
+        self.lost = {k: v for k, v in sorted(lost.items()) if v > 0}
+        self.problems = problems
+
+    def _indexed_messages(self, wanted, lost: Dict[str, int],
+                          problems: List[str]) -> Iterator[Record]:
+        """Merge the chunks of every indexed MCAP file by log time, reading them lazily."""
+        files = []
+        chunks = []
+        for k, index in enumerate(self._indexes):
+            ids = None if wanted is None else {
+                cid for cid, ch in index.channels.items() if ch.topic in wanted}
+            for chunk in index.chunks:
+                if ids is not None and chunk.message_index and \
+                        not ids & set(chunk.message_index):
+                    continue
+                chunks.append((chunk.start_ns, k, chunk.offset, chunk, ids))
+        chunks.sort(key=lambda c: c[:3])
+        try:
+            files = [open(index.path, 'rb') for index in self._indexes]
+            heap: List[Tuple] = []
+            i = 0
+            while i < len(chunks) or heap:
+                while i < len(chunks) and (not heap or chunks[i][0] <= heap[0][0]):
+                    _, k, _, chunk, ids = chunks[i]
+                    i += 1
+                    index = self._indexes[k]
+                    got = index.chunk_messages(files[k], chunk)
+                    if got.problem:
+                        problems.append(f'{os.path.basename(index.path)}: {got.problem}')
+                    for cid, n in got.lost.items():
+                        ch = index.channels.get(cid)
+                        name = ch.topic if ch else f'channel {cid}'
+                        lost[name] = lost.get(name, 0) + n
+                    for t, off, cid, data in got.messages:
+                        ch = index.channels.get(cid)
+                        if ch is None or (ids is not None and cid not in ids):
+                            continue
+                        heapq.heappush(heap, (t, k, chunk.offset, off, ch.topic, ch.msgtype,
+                                              data))
+                if heap:
+                    t, _, _, _, topic, msgtype, data = heapq.heappop(heap)
+                    yield Record(int(t), topic, msgtype, bytes(data))
+        except OSError as exc:
+            raise BagError(f'{self.path}: cannot read ({exc.strerror})') from None
+        finally:
+            for f in files:
+                f.close()
+
+    def _salvaged_messages(self, wanted, problems: List[str]) -> Iterator[Record]:
+        counts: Dict[str, int] = {}
+        for path in self._mcap_files:
+            for kind, *item in _salvage_records(path, counts):
+                if kind == 'message' and (wanted is None or item[1] in wanted):
+                    yield Record(*item)
+        for reason in ('corrupt_chunk', 'corrupt_record', 'message_without_channel'):
+            if counts.get(reason):
+                problems.append(f'salvage: {counts[reason]} x {reason} skipped (messages '
+                                'in them are lost, their number unknown)')
+
+    def _rosbags_messages(self, wanted) -> Iterator[Record]:
         n = 0
         for reader in self._readers:
             where = os.path.basename(os.path.normpath(str(reader.path)))
@@ -135,8 +245,28 @@ class BagSource:
 
 
 def _describe(exc: BaseException) -> str:
+    """Say what an exception from a storage library means for the bag, in its words.
+
+    Python's own errors (an overflowing length, a short read, bad UTF-8) are turned into
+    what they mean for the file; a storage library's own message is kept, without the
+    exception's class name.
+    """
+    if isinstance(exc, (OverflowError, MemoryError, struct.error, IndexError)):
+        return 'a length or offset field is corrupt'
+    if isinstance(exc, (UnicodeDecodeError, LookupError)):
+        return 'a name or type field is corrupt'
+    if isinstance(exc, McapError):
+        return str(exc)
+    if isinstance(exc, sqlite3.DatabaseError):
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else 'unreadable'
+        return f'the sqlite3 database is damaged ({text})'
+    if isinstance(exc, OSError):
+        return f'cannot read ({exc.strerror or exc})'
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
-    return f'{type(exc).__name__}: {text}' if text else type(exc).__name__
+    if type(exc).__module__.startswith('rosbags') and text:
+        return text.rstrip('.')
+    foreign = text and type(exc).__module__ != 'builtins'
+    return 'the storage data is corrupt' + (f' ({text})' if foreign else '')
 
 
 def _storage_files(folder: str) -> List[str]:
@@ -160,7 +290,10 @@ def open_bag(path: str) -> BagSource:
                     raise
                 if all(f.endswith('.mcap') for f in files):
                     warnings.append(f'{exc}; salvaging the MCAP records from the start')
-                    return _open_salvaged(files, path, warnings)
+                    bag = _open_salvaged(files, path, warnings)
+                    # metadata.yaml still says how many messages the bag should hold.
+                    bag.expected = _metadata_counts(path)
+                    return bag
                 warnings.append(f'{exc}; reading the storage files directly')
         elif files:
             warnings.append('no metadata.yaml (the recording was not closed); reading '
@@ -181,6 +314,17 @@ def open_bag(path: str) -> BagSource:
     except BagError as exc:
         warnings.append(f'{exc}; salvaging the MCAP records from the start')
     return _open_salvaged(files, path, warnings)
+
+
+def _metadata_counts(folder: str) -> Optional[Dict[str, int]]:
+    """Return {topic: message count} from a folder's metadata.yaml (None if unreadable)."""
+    try:
+        with open(os.path.join(folder, 'metadata.yaml'), encoding='utf-8') as f:
+            info = yaml.safe_load(f)['rosbag2_bagfile_information']
+        return {str(t['topic_metadata']['name']): int(t['message_count'])
+                for t in info['topics_with_message_count']}
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _open_with_rosbags(paths: Sequence[str], label: str, warnings: List[str]) -> BagSource:
@@ -210,7 +354,19 @@ def _open_with_rosbags(paths: Sequence[str], label: str, warnings: List[str]) ->
         name = str(getattr(reader.storage, 'path', '')) + str(reader.path)
         if '.db3' in name or _is_sqlite_folder(str(reader.path)):
             storage = 'sqlite3'
-    return BagSource(label, storage, topics, start, end, warnings, False, readers)
+    indexes: List[McapIndex] = []
+    if storage == 'mcap':
+        files = [f for p in paths for f in (_storage_files(p) if os.path.isdir(p) else [p])]
+        try:
+            indexes = [McapIndex(f) for f in files]
+        except (McapError, OSError) as exc:
+            for r in readers:
+                r.close()
+            what = str(exc) if isinstance(exc, McapError) else exc.strerror
+            raise BagError(f'{os.path.basename(os.path.normpath(label))}: cannot use its '
+                           f'index ({what})') from None
+    return BagSource(label, storage, topics, start, end, warnings, False, readers,
+                     _indexes=indexes)
 
 
 def _is_sqlite_folder(path: str) -> bool:
@@ -296,7 +452,7 @@ def _records(data: bytes, pos: int, count) -> Iterator[Tuple[int, memoryview]]:
 
 
 def _chunk_records(body: memoryview) -> bytes:
-    _, _, size, _ = _CHUNK_HEAD.unpack_from(body, 0)
+    _, _, size, crc = _CHUNK_HEAD.unpack_from(body, 0)
     pos = _CHUNK_HEAD.size
     (clen,) = _U32.unpack_from(body, pos)
     compression = bytes(body[pos + 4:pos + 4 + clen]).decode()
@@ -315,6 +471,8 @@ def _chunk_records(body: memoryview) -> bytes:
         raise ValueError(f'unknown compression {compression!r}')
     if len(raw) != size:
         raise ValueError('chunk size mismatch')
+    if crc and zlib.crc32(raw) != crc:
+        raise ValueError('chunk CRC mismatch')
     return raw
 
 
@@ -406,10 +564,13 @@ class BagWriter:
         self._writer.set_custom_data(key, value)
 
     def close(self) -> None:
-        """Write the index and metadata.yaml; the bag is complete afterwards."""
+        """Write the index and metadata.yaml and the MCAP CRCs; the bag is complete then."""
         if not self.closed:
             self.closed = True
             self._writer.close()
+            for path in _storage_files(self.path):
+                if path.endswith('.mcap'):
+                    add_crcs(path)
 
 
 def storage_file(bag_dir: str) -> Optional[str]:

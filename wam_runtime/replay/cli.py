@@ -14,7 +14,9 @@ rate with ``/clock``, and what the running nodes publish is recorded to DIR (see
 
 Exit codes: 0 done (skipped messages are counted in the summary), 1 regression drift,
 2 bad configuration, model or usage, 3 the bag is unreadable or lacks needed topics (what
-was computed before the problem is in DIR), 130 interrupted.
+was computed before the problem is in DIR), 4 done, but messages of the bag were lost
+(a damaged chunk, or fewer messages than the bag lists; ``messages.lost`` counts them by
+topic and the warnings say where), 130 interrupted.
 """
 
 import argparse
@@ -35,7 +37,8 @@ from wam_runtime.replay import report
 from wam_runtime.replay.bag_io import BagError, BagWriter, open_bag, storage_file
 from wam_runtime.replay.pipeline import InputError, ReplayPipeline, resolve_inputs
 
-EXIT_OK, EXIT_DRIFT, EXIT_CONFIG, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_DRIFT, EXIT_CONFIG, EXIT_INPUT, EXIT_DATA_LOST, EXIT_INTERRUPTED = \
+    0, 1, 2, 3, 4, 130
 BAG_NAME = 'replay'
 OUTPUT_FILES = (BAG_NAME, 'summary.json', 'timing.json', 'joints.png', 'interventions.png',
                 'realtime')
@@ -238,6 +241,21 @@ def _print_summary(s: Mapping[str, Any], timing: Mapping[str, Any], out: str) ->
     print(f'wrote {out}/summary.json, {out}/{BAG_NAME}/ and figures')
 
 
+def data_loss(bag, status: str, code: int, warnings: List[str],
+              label: str = 'replay') -> Tuple[str, int]:
+    """Turn the bag's losses (after a full pass) into warnings, status and exit code 4."""
+    if status != 'ok' or not bag.data_lost:
+        return status, code
+    warnings.extend(bag.problems)
+    n = sum(bag.lost.values())
+    what = f'{n} messages of the bag were lost' if n else 'damaged data was skipped'
+    by_topic = ', '.join(f'{t}: {k}' for t, k in bag.lost.items())
+    print(f'[wam_runtime] {label}: {what}' + (f' ({by_topic})' if by_topic else '') +
+          '; the results cover the rest (messages.lost, warnings); exit code '
+          f'{EXIT_DATA_LOST}', file=sys.stderr)
+    return 'data_lost', EXIT_DATA_LOST
+
+
 def check_expect(path: str, summary: Mapping[str, Any], args) -> int:
     """Compare with an older summary; print the diff; return the exit code."""
     import json
@@ -397,6 +415,8 @@ def run_offline(args) -> int:
             progress.close()
         loop_wall = time.monotonic() - t_loop0
         warnings = list(bag.warnings)
+        status, code = data_loss(bag, status, code, warnings)
+        lost = dict(bag.lost)
     if error:
         print(f'[wam_runtime] replay: {error}; the outputs hold what came before',
               file=sys.stderr)
@@ -404,7 +424,7 @@ def run_offline(args) -> int:
         status, error, code = 'error', 'the bag holds no messages', EXIT_INPUT
         print(f'[wam_runtime] replay: {error}', file=sys.stderr)
     summary = report.build_summary(run, safety.config.control_period_s, inputs, status, error,
-                                   warnings, writer.counts)
+                                   warnings, writer.counts, lost=lost)
     mcap = storage_file(bag_path)
     summary['outputs'] = {'bag': BAG_NAME, 'bag_sha256': file_sha256(mcap) if mcap else None}
     report.write_json(os.path.join(out, 'summary.json'), summary)

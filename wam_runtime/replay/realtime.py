@@ -31,8 +31,8 @@ from wam_runtime.core.safety_config import build_safety
 from wam_runtime.replay import report
 from wam_runtime.replay.bag_io import BagError, BagWriter, open_bag, storage_file, typestore
 from wam_runtime.replay.cli import (
-    _error_summary, _prepare_out, check_expect, CONFIG_ERRORS, default_model, EXIT_CONFIG,
-    EXIT_INPUT, EXIT_OK, load_config, resolve_urdf, UsageError)
+    _error_summary, _prepare_out, check_expect, CONFIG_ERRORS, data_loss, default_model,
+    EXIT_CONFIG, EXIT_INPUT, EXIT_OK, load_config, resolve_urdf, UsageError)
 from wam_runtime.replay.pipeline import (
     chunk_positions, command_positions, FLOAT64_ARRAY, JOINT_STATE, match_topic,
     OUTPUT_TOPICS, RunData, STATUS, TRAJECTORY)
@@ -249,6 +249,8 @@ def main(args) -> int:
             rclpy.try_shutdown(context=context)
             exit_codes = {p.name: p.stop() for p in procs}
         warnings = list(bag.warnings)
+        status, code = data_loss(bag, status, code, warnings, 'replay --realtime')
+        lost = dict(bag.lost)
     if error:
         print(f'[wam_runtime] replay --realtime: {error}', file=sys.stderr)
     for t_ns, topic, msgtype, data in bridge.recorded:
@@ -268,7 +270,7 @@ def main(args) -> int:
         run.first_ns, run.last_ns = entries[0][0], entries[-1][0]
     run.skipped.update(bridge.skipped)
     summary = report.build_summary(run, safety.config.control_period_s, inputs, status, error,
-                                   warnings, writer.counts, LATENCY_NOTE)
+                                   warnings, writer.counts, LATENCY_NOTE, lost=lost)
     mcap = storage_file(bag_path)
     summary['outputs'] = {'bag': BAG_NAME, 'bag_sha256': file_sha256(mcap) if mcap else None,
                           'node_exit_codes': exit_codes}
@@ -333,7 +335,7 @@ def _note_output(run: RunData, t_ns: int, topic: str, msgtype: str, data: bytes,
     elif topic == 'policy/action_chunk':
         chunk = chunk_positions(msg, joint_names)
         if chunk is not None:
-            run.chunks.append((t, chunk[0] * 1e-9, chunk[1]))
+            run.chunks.append((t, chunk[0], chunk[1]))
             run.inferences += 1
             pts = msg.points
             if len(pts) > 1:
@@ -349,7 +351,7 @@ def _latencies(run: RunData) -> None:
     if not run.commands:
         return
     cmd_t = np.array([t for t, _ in run.commands])
-    for t_recv, stamp, _ in run.chunks:
+    for t_recv, stamp_ns, _ in run.chunks:
         i = int(np.searchsorted(cmd_t, t_recv, side='right'))
         if i < cmd_t.size:
-            run.latencies_s.append(float(cmd_t[i] - stamp))
+            run.latencies_s.append(float(cmd_t[i] - stamp_ns * 1e-9))

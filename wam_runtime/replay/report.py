@@ -15,6 +15,21 @@ from wam_runtime.replay.pipeline import RunData
 FORMAT_VERSION = 1
 # Top-level summary sections that identify a run rather than describe its results.
 IDENTITY_KEYS = ('inputs', 'outputs', 'warnings', 'format_version')
+# Explanations for the reader, never compared.
+NOTE_KEYS = ('notes',)
+NOTES = {
+    'safety.interventions': 'events the safety controller published on safety/events, one '
+                            'per intervention, by reason; comparable with '
+                            'safety.recorded_interventions (the same topic in the bag)',
+    'safety.counters': "the safety controller's /diagnostics counters: the same reasons, "
+                       'plus inputs refused without an event (chunks while the gate is '
+                       'closed, rejected joint states) and surprise-level changes; a '
+                       'latched fault counts once',
+    'messages.lost': 'messages the bag lists (metadata.yaml or MCAP index) that could not be '
+                     'read, by topic; any loss makes the exit code 4',
+    'policy.not_inferred': 'observations without an inference, by reason (observation_stale, '
+                           'observation_skewed, frame_*, ...)',
+}
 LATENCY_NOTE = ('on the bag clock: observation stamp -> first gated command using its chunk '
                 '(recorded transport delay + simulated inference delay + wait for the '
                 'control tick)')
@@ -81,14 +96,14 @@ def divergence(run: RunData, control_period_s: float) -> Optional[Dict[str, Any]
         ok[ok] &= rec_t[ok] - cmd_t[idx[ok]] <= 2 * control_period_s
         out['gated_commands'] = _stats(cmd_q[idx[ok]] - rec_q[ok])
         if run.chunks:
-            due = np.array([s + run.dt_s for _, s, _ in run.chunks])
+            due = np.array([s * 1e-9 + run.dt_s for _, s, _ in run.chunks])
             first = np.vstack([p[0] for _, _, p in run.chunks])
             q, covered = _interp_recorded(rec_t, rec_q, due, 0.1)
             out['policy_first_step'] = _stats(first[covered] - q[covered])
     if run.recorded_chunks and run.chunks:
         diffs = []
-        for _, stamp, pts in run.chunks:
-            old = run.recorded_chunks.get(int(round(stamp * 1e9)))
+        for _, stamp_ns, pts in run.chunks:
+            old = run.recorded_chunks.get(stamp_ns)
             if old is not None and old.shape == pts.shape:
                 diffs.append(float(np.abs(old - pts).max()))
         out['chunks_vs_recorded'] = {
@@ -101,7 +116,8 @@ def divergence(run: RunData, control_period_s: float) -> Optional[Dict[str, Any]
 def build_summary(run: RunData, control_period_s: float, inputs: Mapping[str, Any],
                   status: str = 'ok', error: Optional[str] = None,
                   warnings: Sequence[str] = (), written: Optional[Mapping[str, int]] = None,
-                  latency_note: str = LATENCY_NOTE) -> Dict[str, Any]:
+                  latency_note: str = LATENCY_NOTE,
+                  lost: Optional[Mapping[str, int]] = None) -> Dict[str, Any]:
     """Return the summary of a run as a JSON-ready dict (deterministic for a given run)."""
     cmds = np.vstack([q for _, q in run.commands]) if run.commands else np.zeros((0, 0))
     outside = int(np.sum((cmds < run.lower) | (cmds > run.upper))) if cmds.size else 0
@@ -121,6 +137,7 @@ def build_summary(run: RunData, control_period_s: float, inputs: Mapping[str, An
         'replayed_s': _r(duration, 6),
         'messages': {'read': dict(sorted(run.read.items())),
                      'skipped': dict(sorted(run.skipped.items())),
+                     'lost': dict(sorted((lost or {}).items())),
                      'written': dict(sorted((written or {}).items()))},
         'policy': {'inferences': run.inferences, 'chunks': len(run.chunks),
                    'not_inferred': dict(sorted(run.policy_counters.items()))},
@@ -132,6 +149,7 @@ def build_summary(run: RunData, control_period_s: float, inputs: Mapping[str, An
             'observation_to_command': percentiles_ms(run.latencies_s),
             'note': latency_note},
         'divergence': divergence(run, control_period_s),
+        'notes': dict(NOTES),
     }
 
 
@@ -148,8 +166,10 @@ def compare(expected: Any, actual: Any, rel_tol: float = 0.05, abs_tol: float = 
     """Return one readable line per difference beyond the tolerances (empty: no drift).
 
     Integers (counts) may differ by ``count_tol``; floats by ``abs_tol + rel_tol * |old|``;
-    everything else must be equal. The identity sections (inputs, outputs, warnings) are
-    compared only with ``exact``.
+    everything else must be equal. A count present on one side only (a reason that
+    vanished or newly appeared) counts as 0 on the other, within ``count_tol`` too. The
+    identity sections (inputs, outputs, warnings) are compared only with ``exact``; the
+    ``notes`` never.
     """
     lines: List[str] = []
 
@@ -157,12 +177,23 @@ def compare(expected: Any, actual: Any, rel_tol: float = 0.05, abs_tol: float = 
         if isinstance(e, dict) and isinstance(a, dict):
             for key in sorted(set(e) | set(a), key=str):
                 sub = f'{path}.{key}' if path else str(key)
-                if not path and key in IDENTITY_KEYS and not exact:
+                if not path and (key in NOTE_KEYS or key in IDENTITY_KEYS and not exact):
                     continue
                 if key not in a:
-                    lines.append(f'{sub}: expected {_show(e[key])}, missing now')
+                    if _count(e[key]):
+                        if abs(e[key]) > count_tol:
+                            lines.append(f'{sub}: expected {e[key]}, missing now (0; '
+                                         f'{-e[key]:+d}; tolerance {count_tol})')
+                    else:
+                        lines.append(f'{sub}: expected {_show(e[key])}, missing now')
                 elif key not in e:
-                    lines.append(f'{sub}: not in the expected summary, now {_show(a[key])}')
+                    if _count(a[key]):
+                        if abs(a[key]) > count_tol:
+                            lines.append(f'{sub}: not in the expected summary (0), now '
+                                         f'{a[key]} ({a[key]:+d}; tolerance {count_tol})')
+                    else:
+                        lines.append(f'{sub}: not in the expected summary, now '
+                                     f'{_show(a[key])}')
                 else:
                     walk(sub, e[key], a[key])
             return
@@ -189,6 +220,10 @@ def compare(expected: Any, actual: Any, rel_tol: float = 0.05, abs_tol: float = 
 
     walk('', expected, actual)
     return lines
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _show(v: Any) -> str:
@@ -222,7 +257,7 @@ def plot(run: RunData, joints_png: str, interventions_png: str) -> None:
     ms_t, ms_q = series(run.measured)
     rc_t, rc_q = series(run.recorded_commands)
     gc_t, gc_q = series(run.commands)
-    ch_t = np.array([s + run.dt_s for _, s, _ in run.chunks]) - t0
+    ch_t = np.array([s * 1e-9 + run.dt_s for _, s, _ in run.chunks]) - t0
     ch_q = np.vstack([p[0] for _, _, p in run.chunks]) if run.chunks else \
         np.zeros((0, len(names)))
     for j, name in enumerate(names):

@@ -3,6 +3,7 @@
 import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 import rclpy
@@ -52,13 +53,29 @@ def declare_params(node: Node, specs: Sequence[ParamSpec]) -> Dict[str, Any]:
 
 
 def stamp_to_s(stamp) -> float:
-    """Convert builtin_interfaces/Time to float seconds."""
+    """Convert builtin_interfaces/Time to float seconds (for ages and intervals only)."""
     return stamp.sec + stamp.nanosec * 1e-9
+
+
+def stamp_to_ns(stamp) -> int:
+    """Convert builtin_interfaces/Time to integer nanoseconds (exact)."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_time(ns: int) -> Time:
+    """Convert integer nanoseconds to builtin_interfaces/Time (exact, never via float)."""
+    sec, nanosec = divmod(int(ns), 1_000_000_000)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def now_s(node: Node) -> float:
     """Return the node clock (ROS time: /clock under use_sim_time) in seconds."""
     return node.get_clock().now().nanoseconds * 1e-9
+
+
+def now_ns(node: Node) -> int:
+    """Return the node clock (ROS time: /clock under use_sim_time) in integer nanoseconds."""
+    return node.get_clock().now().nanoseconds
 
 
 def diagnostic_array(node: Node, name: str, level: bytes, message: str,
