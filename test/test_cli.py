@@ -55,7 +55,7 @@ def test_inspect_names_the_mismatching_field(tmp_path, capsys):
     onnx.save(build_model(contract=make_contract_dict(height=96)), str(bad))
     code, out = _run(capsys, 'inspect', str(bad))
     assert code == 2
-    assert 'INVALID   contract.cameras[0].height/width/layout' in out
+    assert 'INVALID   contract.cameras[0].height: ' in out
     assert 'image_scene' in out          # the real inputs are still listed
 
 
@@ -137,6 +137,40 @@ def test_check_config_refuses_unreadable_yaml(tmp_path, capsys):
     path.write_text('safety_controller: [unclosed\n')
     code, out = _run(capsys, 'check-config', str(path))
     assert code == 2 and 'not valid YAML' in out
+
+
+def test_check_config_warns_when_the_model_is_too_slow_for_the_timeouts(tmp_path, capsys):
+    # 80 chained 512x512 matrix products: tens of milliseconds on any CPU, against a 5 ms
+    # chunk age, a 2 ms chunk and a 10 ms command timeout.
+    model = tmp_path / 'slow.onnx'
+    onnx.save(build_model(horizon=2, dt_s=0.001, delay_matmuls=80, delay_size=512),
+              str(model))
+    with open(os.path.join(CONFIG, 'slice.yaml'), encoding='utf-8') as f:
+        doc = yaml.safe_load(f)
+    doc['/**/safety_controller']['ros__parameters'].update(
+        max_chunk_age_s=0.005, command_timeout_s=0.01)
+    cfg = tmp_path / 'robot.yaml'
+    cfg.write_text(yaml.safe_dump(doc))
+    code, out = _run(capsys, 'check-config', str(cfg), '--model', str(model))
+    assert code == 0, out                   # warnings, not errors
+    timing = next(line for line in out.splitlines() if line.startswith('timing    '))
+    assert 'inference p50' in timing and '5 runs after warm-up' in timing
+    warnings = [line for line in out.splitlines() if line.startswith('WARNING   ')]
+    assert len(warnings) == 3, out
+    assert 'longer than safety_controller.max_chunk_age_s 0.005 s: every chunk' in warnings[0]
+    assert 'chunk coverage 0.002 s (horizon 2 x dt_s 0.001)' in warnings[1]
+    assert 'a command_timeout stop every chunk (command_timeout_s 0.01 s)' in warnings[2]
+    assert 'ms / max' in warnings[0] and 'CPUExecutionProvider' in warnings[0]
+    assert out.rstrip().endswith('(3 warnings above)')
+
+
+def test_check_config_times_a_fast_model_without_warnings(capsys):
+    code, out = _run(capsys, 'check-config', os.path.join(CONFIG, 'reference_arm.yaml'),
+                     '--urdf', REF_URDF, '--model', MODEL)
+    assert code == 0 and 'timing    inference p50' in out and 'WARNING' not in out, out
+    code, out = _run(capsys, 'check-config', os.path.join(CONFIG, 'reference_arm.yaml'),
+                     '--urdf', REF_URDF, '--model', MODEL, '--timing-runs', '0')
+    assert code == 0 and 'timing ' not in out
 
 
 # ------------------------------------------------------------------ check-launch

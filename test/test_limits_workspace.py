@@ -28,6 +28,30 @@ def test_urdf_limits_prefer_soft_limits_and_report_sources():
     assert 'joint_6' in format_limits_table(rows)
 
 
+def test_rows_carry_the_unit_and_the_table_shows_it():
+    _, rows = resolve_limits(URDF, JOINTS, dict(ACC, max_jerk_rad_s3=[100.0] * 6))
+    units = {r.field: r.unit for r in rows}
+    assert units == {'lower_limits_rad': 'rad', 'upper_limits_rad': 'rad',
+                     'max_velocity_rad_s': 'rad/s', 'max_acceleration_rad_s2': 'rad/s^2',
+                     'max_jerk_rad_s3': 'rad/s^3'}
+    line = next(x for x in format_limits_table(rows).splitlines()
+                if x.startswith('joint_3') and 'max_jerk_rad_s3' in x)
+    assert line.split() == ['joint_3', 'max_jerk_rad_s3', '100', 'rad/s^3', 'config']
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(-3, 3), min_size=6, max_size=6))
+def test_fk_of_an_arm_without_held_joints_equals_pinocchio(q):
+    import pinocchio as pin
+    g = _guard()
+    assert g.kin.held_names == () and g.kin.mimic_names == ()
+    model = pin.buildModelFromXML(URDF)
+    data = model.createData()
+    pin.framesForwardKinematics(model, data, np.array(q))
+    expected = [data.oMf[model.getFrameId(f)].translation for f in g.kin.frame_names]
+    np.testing.assert_allclose(g.kin.positions(np.array(q)), expected, atol=1e-12)
+
+
 def test_config_may_tighten():
     limits, rows = resolve_limits(URDF, JOINTS, dict(ACC, upper_limits_rad=[1.0] * 6,
                                                      max_velocity_rad_s=[1.5] * 6))

@@ -2,7 +2,10 @@
 
     wam-runtime inspect MODEL                      contract, inputs and outputs, validated
     wam-runtime check-config CONFIG [--urdf URDF] [--model MODEL] [--controllers YAML]
-                                                   parameters, URDF, joint names, limits table
+                                                   parameters, URDF, joint names, limits table,
+                                                   model inference time against the timeouts
+    wam-runtime export --policy MOD:ATTR --contract JSON --out ONNX [--samples NPZ] ...
+                                                   torch policy -> ONNX + contract + parity
     wam-runtime check-launch [FILE ...] [--arg NAME:=VALUE ...]
                                                    static validation of launch files
     wam-runtime replay BAG ...                     rosbag2 replay (wam_runtime.replay.cli)
@@ -97,8 +100,8 @@ def _check_config(args: argparse.Namespace) -> int:
     if setup:
         print(f'joints    {joints} (command order)')
         p = setup.params
-        print(f'gate      {p["control_rate_hz"]:g} Hz, output {p["output_mode"]}, margin '
-              f'{p["position_margin_rad"]:g} rad, scaling {p["scaling"]}, blend {p["blend"]}, '
+        print(f'gate      {p["control_rate_hz"]:g} Hz, output {p["output_mode"]}, margins '
+              f'per joint (table), scaling {p["scaling"]}, blend {p["blend"]}, '
               f'workspace {"on" if setup.config.workspace_ok else "off"}, surprise '
               f'{"on" if setup.governor else "off"}')
         print('effective limits (value and where it came from):')
@@ -115,6 +118,7 @@ def _check_config(args: argparse.Namespace) -> int:
                           f'safety_controller.joint_names {joints}')
     model = args.model or (resolve_path(policy['model_path'], base)
                            if policy.get('model_path') else None)
+    warnings: List[str] = []
     if model:
         report = inspect_model(model)
         if report.error:
@@ -127,6 +131,9 @@ def _check_config(args: argparse.Namespace) -> int:
                 errors.append(f'model action joints {acts} differ from '
                               f'safety_controller.joint_names {joints} (every chunk would be '
                               'rejected)')
+            if args.timing_runs > 0:
+                warnings += _model_timing(model, report.contract, policy, safety, args,
+                                          errors)
     if args.controllers:
         if joints:
             errors += [str(f) for f in check_controllers(args.controllers, joints)
@@ -134,11 +141,42 @@ def _check_config(args: argparse.Namespace) -> int:
             print(f'controllers {args.controllers}: checked against the joint order')
         else:
             errors.append('--controllers: no joint_names to compare with')
+    for w in warnings:
+        print(f'WARNING   {w}')
     for e in errors:
         print(f'INVALID   {e}')
     if not errors:
-        print('valid     parameters, URDF and joint names agree')
+        print('valid     parameters, URDF and joint names agree'
+              + (f' ({len(warnings)} warning{"s" if len(warnings) > 1 else ""} above)'
+                 if warnings else ''))
     return EXIT_INVALID if errors else EXIT_OK
+
+
+def _model_timing(model: str, contract: Any, policy: Dict[str, Any], safety: Dict[str, Any],
+                  args: argparse.Namespace, errors: List[str]) -> List[str]:
+    """Measure the model's inference time; return the timing warnings (figures included)."""
+    from wam_runtime.core.contract import ContractError
+    from wam_runtime.core.inference import ModelLoadError
+    from wam_runtime.core.params import ConfigError
+    from wam_runtime.tools.params_check import measure_inference, timing_findings
+    try:
+        timing = measure_inference(model, policy, args.timing_runs)
+    except (ModelLoadError, ContractError, ConfigError) as exc:
+        errors.append(f'model: {exc}')
+        return []
+    print(f'timing    {timing}')
+    try:
+        found = timing_findings(timing, contract.action.horizon, contract.action.dt_s,
+                                policy, safety)
+    except ConfigError as exc:
+        errors.append(f'policy_node: {exc}')
+        return []
+    return [f.message for f in found]
+
+
+def _export(args: argparse.Namespace) -> int:
+    from wam_runtime.export import run
+    return run(args)
 
 
 def _check_launch(args: argparse.Namespace) -> int:
@@ -192,7 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--controllers', help='ros2_control controller YAML to check the joint '
                                          'order against')
     p.add_argument('--namespace', default='', help='node namespace the sections must match')
+    p.add_argument('--timing-runs', type=int, default=5,
+                   help='inferences timed (after warm-up) to check the model against '
+                        'max_chunk_age_s, the chunk coverage and command_timeout_s '
+                        '(0 = skip; default 5)')
     p.set_defaults(func=_check_config)
+    p = sub.add_parser('export', help='export a torch policy to ONNX with its contract and '
+                                      'a parity report (wam_runtime.export)')
+    from wam_runtime.export import add_arguments
+    add_arguments(p)
+    p.set_defaults(func=_export)
     p = sub.add_parser('check-launch', help='statically validate launch files')
     p.add_argument('files', nargs='*', help='launch files (default: all of the package)')
     p.add_argument('--arg', action='append', default=[], metavar='NAME:=VALUE',

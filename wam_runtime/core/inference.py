@@ -275,6 +275,10 @@ class OnnxPolicy:
         self._act_state_index = [st.joint_names.index(n) for n in act.joint_names] \
             if set(act.joint_names) <= set(st.joint_names) else None
         self._outputs = [act.output]
+        # A symbolic dimension (horizon, joints) is only known once the model has run: every
+        # run checks the real output shape, so the first inference catches a mismatch.
+        self._action_shape = (1, act.horizon, len(act.joint_names))
+        self._declared_action_shape = list(outputs[act.output][0])
         wm = contract.world_model
         if wm is not None:
             self._outputs += [wm.embedding_output, wm.predicted_embedding_output]
@@ -286,6 +290,8 @@ class OnnxPolicy:
                 self._binding = _Binding(self.session, self._outputs, device,
                                          cfg.cuda_device_id)
                 self.run(self.zero_inputs(), np.zeros(len(st.joint_names)), record=False)
+            except ContractError:
+                raise
             except Exception as exc:  # noqa: B902 - any binding failure: plain run() instead
                 self._binding = None
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
@@ -352,6 +358,8 @@ class OnnxPolicy:
         dt = time.perf_counter() - t0
         if record:
             self.timing.add(dt)
+        if results[0].shape != self._action_shape:
+            self._refuse_action_shape(results[0].shape)
         actions = results[0][0].astype(np.float64) * self._act_std + self._act_mean
         if self._delta_index is not None:
             actions = actions + q[self._delta_index]
@@ -360,3 +368,15 @@ class OnnxPolicy:
             emb = results[1][0].astype(np.float64)
             pred = results[2][0].astype(np.float64)
         return PolicyOutput(actions, emb, pred, dt)
+
+    def _refuse_action_shape(self, shape: Tuple[int, ...]) -> None:
+        """Raise ContractError naming the contract field the real action output contradicts."""
+        expected = self._action_shape
+        fields = ('output', 'horizon', 'joint_names')
+        axis = next((i for i, (a, e) in enumerate(zip(shape, expected)) if a != e), 0)
+        field_name = fields[axis] if len(shape) == len(expected) else 'output'
+        raise ContractError(
+            f'contract.action.{field_name}',
+            f'output {self.contract.action.output!r} returned shape {list(shape)} at '
+            f'inference, the contract implies {list(expected)} (axis {axis}; the graph '
+            f'declares {self._declared_action_shape}); no chunk is produced')

@@ -4,6 +4,15 @@ Position limits start from the URDF's ``<safety_controller>`` soft limits where 
 else its ``<limit>``; velocity from ``<limit velocity>``. Acceleration and jerk have no URDF
 element and come from configuration. A configured value looser than the URDF's is a
 startup error naming the joint and the field.
+
+Units follow the joint type: revolute and continuous joints take their values from the
+``*_rad*`` parameters (rad, rad/s, ...), prismatic joints from the ``*_m*`` parameters
+(m, m/s, ...). Each array holds one value per joint of its kind, in ``joint_names`` order.
+Continuous joints need no position limits (configured ones are optional).
+
+Joints of the URDF the gate does not command (fingers, a second arm) are *held*: forward
+kinematics uses a configured or measured value for them. *Mimic* joints follow their
+leader (``value = multiplier * leader + offset``) and cannot be commanded.
 """
 
 from dataclasses import dataclass
@@ -11,11 +20,35 @@ import math
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from xml.etree import ElementTree
 
+import numpy as np
+
 from wam_runtime.core.gate import JointLimits, LimitsError
 
+# (quantity, parameter for revolute/continuous joints, parameter for prismatic joints,
+#  unit of the first, unit of the second)
+LIMIT_FIELDS = (
+    ('lower', 'lower_limits_rad', 'lower_limits_m', 'rad', 'm'),
+    ('upper', 'upper_limits_rad', 'upper_limits_m', 'rad', 'm'),
+    ('vel', 'max_velocity_rad_s', 'max_velocity_m_s', 'rad/s', 'm/s'),
+    ('acc', 'max_acceleration_rad_s2', 'max_acceleration_m_s2', 'rad/s^2', 'm/s^2'),
+    ('jerk', 'max_jerk_rad_s3', 'max_jerk_m_s3', 'rad/s^3', 'm/s^3'),
+)
+LIMIT_KEYS = tuple(f[1] for f in LIMIT_FIELDS)
+LIMIT_KEYS_M = tuple(f[2] for f in LIMIT_FIELDS)
+# (unit, scalar margin for every joint of that unit, per-joint array overriding it)
+MARGIN_FIELDS = (('rad', 'position_margin_rad', 'position_margins_rad'),
+                 ('m', 'position_margin_m', 'position_margins_m'))
+MARGIN_KEYS = tuple(k for f in MARGIN_FIELDS for k in f[1:])
+_KIND = {'rad': 'revolute or continuous', 'm': 'prismatic'}
 
-LIMIT_KEYS = ('lower_limits_rad', 'upper_limits_rad', 'max_velocity_rad_s',
-              'max_acceleration_rad_s2', 'max_jerk_rad_s3')
+
+@dataclass(frozen=True)
+class Mimic:
+    """A URDF ``<mimic>``: this joint's value is ``multiplier * leader + offset``."""
+
+    joint: str
+    multiplier: float = 1.0
+    offset: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -29,16 +62,28 @@ class UrdfJoint:
     velocity: float
     soft_lower: Optional[float]
     soft_upper: Optional[float]
+    mimic: Optional[Mimic] = None
+
+    @property
+    def unit(self) -> str:
+        """Unit of the joint's position: 'm' for prismatic joints, else 'rad'."""
+        return 'm' if self.type == 'prismatic' else 'rad'
+
+    @property
+    def continuous(self) -> bool:
+        """Whether the joint turns without end (URDF type continuous)."""
+        return self.type == 'continuous'
 
 
 @dataclass(frozen=True)
 class LimitRow:
-    """One line of the effective-limits table: value and where it came from."""
+    """One line of the effective-limits table: value, unit and where it came from."""
 
     joint: str
     field: str
     value: float
     source: str
+    unit: str = ''
 
 
 def _float(elem: ElementTree.Element, attr: str, where: str) -> Optional[float]:
@@ -85,12 +130,93 @@ def parse_urdf_joints(urdf_text: str) -> Dict[str, UrdfJoint]:
         if safety is not None:
             s_lo = _float(safety, 'soft_lower_limit', where)
             s_hi = _float(safety, 'soft_upper_limit', where)
-        joints[name] = UrdfJoint(name, typ, lo, hi, vel, s_lo, s_hi)
+        mimic = None
+        m = j.find('mimic')
+        if m is not None:
+            if not m.get('joint'):
+                raise LimitsError(f'urdf: {where} <mimic> has no joint attribute')
+            mult = _float(m, 'multiplier', where)
+            off = _float(m, 'offset', where)
+            mimic = Mimic(m.get('joint'), 1.0 if mult is None else mult,
+                          0.0 if off is None else off)
+        joints[name] = UrdfJoint(name, typ, lo, hi, vel, s_lo, s_hi, mimic)
+    for j in joints.values():
+        mimic_source(joints, j.name)     # leaders exist, no cycles
     return joints
+
+
+def mimic_source(joints: Mapping[str, UrdfJoint], name: str) -> Tuple[str, float, float]:
+    """Return ``(driver, multiplier, offset)``: ``name = multiplier * driver + offset``.
+
+    Follows chains of mimic joints to the first joint that mimics nothing (``name`` itself
+    when it is no mimic joint). Raises LimitsError for an unknown leader or a cycle.
+    """
+    mult, off, seen = 1.0, 0.0, [name]
+    joint = joints[name]
+    while joint.mimic is not None:
+        leader = joint.mimic.joint
+        if leader not in joints:
+            raise LimitsError(f'urdf: joint {joint.name!r} mimics {leader!r}, which is not a '
+                              'movable joint of the URDF')
+        if leader in seen:
+            raise LimitsError(f'urdf: mimic joints form a cycle: {seen + [leader]}')
+        mult, off = mult * joint.mimic.multiplier, mult * joint.mimic.offset + off
+        seen.append(leader)
+        joint = joints[leader]
+    return joint.name, mult, off
+
+
+def check_commanded(joints: Mapping[str, UrdfJoint], joint_names: Sequence[str]) -> None:
+    """Raise LimitsError unless every name is a movable, non-mimic joint of the URDF."""
+    names = list(joint_names)
+    missing = [n for n in names if n not in joints]
+    if missing:
+        raise LimitsError(f'joint_names: {missing} not movable joints of the URDF (it has '
+                          f'{sorted(joints)})')
+    for n in names:
+        if joints[n].mimic is not None:
+            raise LimitsError(f'joint_names: {n!r} is a mimic joint (it follows '
+                              f'{joints[n].mimic.joint!r}); it cannot be commanded, list the '
+                              'joint it follows instead')
+
+
+def joint_units(urdf_text: str, joint_names: Sequence[str]) -> Tuple[str, ...]:
+    """Per joint of ``joint_names``: 'rad' (revolute, continuous) or 'm' (prismatic)."""
+    joints = parse_urdf_joints(urdf_text)
+    check_commanded(joints, joint_names)
+    return tuple(joints[n].unit for n in joint_names)
+
+
+def continuous_joints(urdf_text: str, joint_names: Sequence[str]) -> Tuple[bool, ...]:
+    """Per joint of ``joint_names``: whether it is a continuous (endless) joint."""
+    joints = parse_urdf_joints(urdf_text)
+    check_commanded(joints, joint_names)
+    return tuple(joints[n].continuous for n in joint_names)
 
 
 def _given(values: Optional[Sequence[float]]) -> bool:
     return values is not None and len(values) > 0
+
+
+def _group_values(config: Mapping[str, object], key: str, names: Sequence[str],
+                  idx: Sequence[int], unit: str,
+                  other: Optional[str] = None) -> Optional[List[float]]:
+    """Values of the per-joint array ``key`` for the joints ``idx``, or None if not given."""
+    values = config.get(key)
+    if not _given(values):
+        return None
+    if not idx:
+        raise LimitsError(f'{key}: joint_names has no {_KIND[unit]} joint; remove it'
+                          + (f' (use {other})' if other else ''))
+    if len(values) != len(idx):
+        hint = ''
+        if other and len(values) == len(names):
+            hint = (f'; the {_KIND["m" if unit == "rad" else "rad"]} joints take theirs from '
+                    f'{other}')
+        raise LimitsError(f'{key}: expected {len(idx)} values (one per {_KIND[unit]} joint '
+                          f'in joint_names: {[names[i] for i in idx]}), got {len(values)}'
+                          f'{hint}')
+    return [float(v) for v in values]
 
 
 def resolve_limits(urdf_text: str, joint_names: Sequence[str],
@@ -98,29 +224,33 @@ def resolve_limits(urdf_text: str, joint_names: Sequence[str],
                    ) -> Tuple[JointLimits, List[LimitRow]]:
     """Intersect URDF limits with ``config``; return the limits and the table of sources.
 
-    ``config`` keys (each optional, one value per joint): ``lower_limits_rad``,
+    ``config`` keys (each optional; see ``LIMIT_FIELDS``): ``lower_limits_rad``,
     ``upper_limits_rad``, ``max_velocity_rad_s``, ``max_acceleration_rad_s2``,
-    ``max_jerk_rad_s3``. Acceleration is required (the URDF has none); jerk is optional.
+    ``max_jerk_rad_s3`` with one value per revolute or continuous joint, and the ``_m``
+    counterparts (``lower_limits_m`` ... ``max_jerk_m_s3``) with one value per prismatic
+    joint. Acceleration is required (the URDF has none); jerk is optional; position limits
+    of continuous joints are optional (+-inf, or ``.inf`` in the arrays, means endless).
     """
     urdf = parse_urdf_joints(urdf_text)
     names = list(joint_names)
-    missing = [n for n in names if n not in urdf]
-    if missing:
-        raise LimitsError(f'joint_names: {missing} not movable joints of the URDF (it has '
-                          f'{sorted(urdf)})')
-    n = len(names)
-    for key in LIMIT_KEYS:
-        values = config.get(key)
-        if _given(values) and len(values) != n:
-            raise LimitsError(f'{key}: expected {n} values (one per joint in joint_names), '
-                              f'got {len(values)}')
+    check_commanded(urdf, names)
+    units = [urdf[n].unit for n in names]
+    groups = {u: [i for i, x in enumerate(units) if x == u] for u in ('rad', 'm')}
+    cfg: Dict[Tuple[str, str], Optional[List[float]]] = {}
+    for quantity, key_rad, key_m, _, _ in LIMIT_FIELDS:
+        cfg[quantity, 'rad'] = _group_values(config, key_rad, names, groups['rad'], 'rad',
+                                             key_m)
+        cfg[quantity, 'm'] = _group_values(config, key_m, names, groups['m'], 'm', key_rad)
+    for unit, key in (('rad', 'max_acceleration_rad_s2'), ('m', 'max_acceleration_m_s2')):
+        if groups[unit] and cfg['acc', unit] is None:
+            raise LimitsError(f'{key}: required, one value per {_KIND[unit]} joint '
+                              f'({[names[i] for i in groups[unit]]}; the URDF has no '
+                              'acceleration limits)')
     rows: List[LimitRow] = []
-    out: Dict[str, List[float]] = {k: [] for k in ('lower', 'upper', 'vel', 'acc', 'jerk')}
-    if not _given(config.get('max_acceleration_rad_s2')):
-        raise LimitsError('max_acceleration_rad_s2: required, one value per joint (the URDF '
-                          'has no acceleration limits)')
+    out: Dict[str, List[float]] = {f[0]: [] for f in LIMIT_FIELDS}
     for i, name in enumerate(names):
         u = urdf[name]
+        pos = groups[u.unit].index(i)
         base = {
             'lower': (u.soft_lower, 'urdf <safety_controller soft_lower_limit>')
             if u.soft_lower is not None else (u.lower, 'urdf <limit lower>'),
@@ -130,40 +260,172 @@ def resolve_limits(urdf_text: str, joint_names: Sequence[str],
             'acc': (math.inf, 'none'),
             'jerk': (math.inf, 'none'),
         }
-        for key, cfg_key, field_name, tighter in (
-                ('lower', 'lower_limits_rad', 'lower_limits_rad', lambda c, b: c >= b),
-                ('upper', 'upper_limits_rad', 'upper_limits_rad', lambda c, b: c <= b),
-                ('vel', 'max_velocity_rad_s', 'max_velocity_rad_s', lambda c, b: c <= b),
-                ('acc', 'max_acceleration_rad_s2', 'max_acceleration_rad_s2',
-                 lambda c, b: c <= b),
-                ('jerk', 'max_jerk_rad_s3', 'max_jerk_rad_s3', lambda c, b: c <= b)):
-            value, source = base[key]
-            cfg = config.get(cfg_key)
-            if _given(cfg):
-                c = float(cfg[i])
-                if not math.isfinite(c):
+        if u.continuous and u.soft_lower is None:
+            base['lower'] = (-math.inf, 'none (continuous)')
+        if u.continuous and u.soft_upper is None:
+            base['upper'] = (math.inf, 'none (continuous)')
+        for quantity, key_rad, key_m, unit_rad, unit_m in LIMIT_FIELDS:
+            field_name, unit = (key_m, unit_m) if u.unit == 'm' else (key_rad, unit_rad)
+            value, source = base[quantity]
+            given = cfg[quantity, u.unit]
+            if given is not None:
+                c = given[pos]
+                endless = u.continuous and quantity in ('lower', 'upper') and c == value
+                if not math.isfinite(c) and not endless:
                     raise LimitsError(f'{field_name}: joint {name!r} is not finite')
-                if not tighter(c, value):
+                if quantity in ('vel', 'acc', 'jerk') and not c > 0:
+                    raise LimitsError(f'{field_name}: joint {name!r} = {c} must be > 0')
+                tighter = c >= value if quantity == 'lower' else c <= value
+                if not tighter:
                     raise LimitsError(f'{field_name}: joint {name!r} = {c} is looser than '
                                       f'{source} = {value}; configuration may only tighten')
                 value, source = c, 'config'
-            out[key].append(value)
-            rows.append(LimitRow(name, field_name, value, source))
-    if any(math.isinf(v) for v in out['vel']):
-        j = names[[math.isinf(v) for v in out['vel']].index(True)]
-        raise LimitsError(f'max_velocity_rad_s: joint {j!r} has no velocity limit in the URDF; '
-                          'configure one')
-    if any(math.isinf(v) for v in out['lower'] + out['upper']):
-        raise LimitsError('lower_limits_rad/upper_limits_rad: continuous joints need '
-                          'configured position limits')
+            out[quantity].append(value)
+            rows.append(LimitRow(name, field_name, value, source, unit))
+        if out['lower'][-1] >= out['upper'][-1]:
+            keys = LIMIT_FIELDS[0][2 if u.unit == 'm' else 1], \
+                LIMIT_FIELDS[1][2 if u.unit == 'm' else 1]
+            raise LimitsError(f'{keys[0]}/{keys[1]}: joint {name!r} has lower '
+                              f'{out["lower"][-1]} >= upper {out["upper"][-1]} {u.unit}')
+    for i, v in enumerate(out['vel']):
+        if math.isinf(v):
+            key = LIMIT_FIELDS[2][2 if units[i] == 'm' else 1]
+            raise LimitsError(f'{key}: joint {names[i]!r} has no velocity limit in the URDF; '
+                              'configure one')
     limits = JointLimits.create(names, out['lower'], out['upper'], out['vel'], out['acc'],
-                                out['jerk'])
+                                out['jerk'], [urdf[n].continuous for n in names])
     return limits, rows
 
 
+def resolve_margins(joint_names: Sequence[str], units: Sequence[str],
+                    lower: Sequence[float], upper: Sequence[float],
+                    config: Mapping[str, object]) -> Tuple[np.ndarray, List[LimitRow]]:
+    """Return the position margin of every joint (in its unit) and the table rows.
+
+    ``position_margin_rad`` applies to revolute and continuous joints, ``position_margin_m``
+    to prismatic ones; ``position_margins_rad`` / ``position_margins_m`` (one value per joint
+    of that kind) override them per joint. A margin that is negative, not finite, or leaves
+    no range (``lower + margin >= upper - margin``) raises LimitsError naming the joint and
+    the parameter.
+    """
+    names = list(joint_names)
+    margins = np.zeros(len(names))
+    rows: List[LimitRow] = []
+    source: Dict[int, Tuple[str, float]] = {}        # joint -> (parameter, margin)
+    for unit, scalar_key, array_key in MARGIN_FIELDS:
+        idx = [i for i, x in enumerate(units) if x == unit]
+        scalar = config.get(scalar_key)
+        scalar = 0.0 if scalar is None else float(scalar)
+        if not (math.isfinite(scalar) and scalar >= 0):
+            raise LimitsError(f'{scalar_key}: must be finite and >= 0, got {scalar}')
+        per_joint = _group_values(config, array_key, names, idx, unit)
+        for k, i in enumerate(idx):
+            source[i] = (array_key, per_joint[k]) if per_joint is not None else (scalar_key,
+                                                                                 scalar)
+    for i, name in enumerate(names):
+        key, m = source[i]
+        unit = units[i]
+        if not (math.isfinite(m) and m >= 0):
+            raise LimitsError(f'{key}: joint {name!r} = {m} must be finite and >= 0')
+        lo, hi = float(lower[i]), float(upper[i])
+        if lo + m >= hi - m:
+            raise LimitsError(f'{key}: joint {name!r} margin {m:g} {unit} leaves no range: '
+                              f'[{lo:g}, {hi:g}] {unit} shrinks to [{lo + m:g}, {hi - m:g}]')
+        margins[i] = m
+        rows.append(LimitRow(name, key, m, 'config' if m > 0 else 'none', unit))
+    return margins, rows
+
+
+def config_rows(limits: JointLimits, config: Mapping[str, object]) -> List[LimitRow]:
+    """Table rows for limits taken from configuration alone (no URDF: every joint in rad)."""
+    rows = []
+    for i, name in enumerate(limits.joint_names):
+        for (_, key, _, unit, _), values in zip(LIMIT_FIELDS, (
+                limits.lower, limits.upper, limits.max_velocity, limits.max_acceleration,
+                limits.max_jerk)):
+            rows.append(LimitRow(name, key, float(values[i]),
+                                 'config' if _given(config.get(key)) else 'none', unit))
+    return rows
+
+
+def default_held_position(joint: UrdfJoint) -> float:
+    """Position a held joint has until configured or measured: 0 clipped into its limits."""
+    return min(max(0.0, joint.lower), joint.upper)
+
+
+def resolve_held(urdf_text: str, joint_names: Sequence[str], held_names: Sequence[str],
+                 held_positions: Sequence[float]) -> Dict[str, float]:
+    """Validate configured positions of held joints; return them by joint name.
+
+    A held joint is a movable URDF joint that is neither commanded (``joint_names``) nor a
+    mimic joint; its position is in its unit (rad or m) and inside its URDF limits.
+    Raises LimitsError naming ``held_joint_names`` / ``held_joint_positions`` and the joint.
+    """
+    joints = parse_urdf_joints(urdf_text)
+    names, values = list(held_names or []), list(held_positions or [])
+    if len(names) != len(values):
+        raise LimitsError(f'held_joint_positions: expected {len(names)} values (one per '
+                          f'held_joint_names entry), got {len(values)}')
+    if len(set(names)) != len(names):
+        raise LimitsError(f'held_joint_names: duplicates in {names}')
+    out: Dict[str, float] = {}
+    for name, raw in zip(names, values):
+        if name not in joints:
+            raise LimitsError(f'held_joint_names: {name!r} is not a movable joint of the URDF')
+        j = joints[name]
+        if name in joint_names:
+            raise LimitsError(f'held_joint_names: {name!r} is commanded (in joint_names); '
+                              'only joints the gate does not command are held')
+        if j.mimic is not None:
+            raise LimitsError(f'held_joint_names: {name!r} is a mimic joint; it follows '
+                              f'{j.mimic.joint!r}, hold that one instead')
+        v = float(raw)
+        if not math.isfinite(v):
+            raise LimitsError(f'held_joint_positions: joint {name!r} is not finite')
+        if not j.lower <= v <= j.upper:
+            raise LimitsError(f'held_joint_positions: joint {name!r} = {v} {j.unit} is outside '
+                              f'its URDF limits [{j.lower}, {j.upper}]')
+        out[name] = v
+    return out
+
+
+def held_rows(urdf_text: str, joint_names: Sequence[str],
+              configured: Mapping[str, float]) -> List[LimitRow]:
+    """Table rows for the URDF joints the gate does not command: held and mimic joints."""
+    joints = parse_urdf_joints(urdf_text)
+    rows = []
+    for j in joints.values():
+        if j.name in joint_names:
+            continue
+        if j.mimic is not None:
+            driver, mult, off = mimic_source(joints, j.name)
+            rows.append(LimitRow(j.name, 'mimic', math.nan,
+                                 f'follows {driver} (* {mult:g} + {off:g})', j.unit))
+        elif j.name in configured:
+            rows.append(LimitRow(j.name, 'held_position', configured[j.name],
+                                 'config held_joint_positions (until measured)', j.unit))
+        else:
+            rows.append(LimitRow(j.name, 'held_position', default_held_position(j),
+                                 'default: 0 clipped into <limit> (until measured)', j.unit))
+    return rows
+
+
 def format_limits_table(rows: Sequence[LimitRow]) -> str:
-    """Render the effective-limits table as aligned text."""
-    lines = [f'{"joint":<16}{"field":<26}{"value":>12}  source']
+    """Render the effective-limits table as aligned text, the rows of a joint together.
+
+    Columns: joint, field, value, unit, source; the joint and field columns are as wide as
+    their longest entry, so long joint names stay aligned.
+    """
+    order: Dict[str, int] = {}
     for r in rows:
-        lines.append(f'{r.joint:<16}{r.field:<26}{r.value:>12.4g}  {r.source}')
+        order.setdefault(r.joint, len(order))
+    rows = sorted(rows, key=lambda r: order[r.joint])     # stable: keeps the field order
+    wj = max([len('joint')] + [len(r.joint) for r in rows]) + 2
+    wf = max([len('field')] + [len(r.field) for r in rows]) + 2
+    wu = max([len('unit')] + [len(r.unit) for r in rows]) + 2
+    lines = [f'{"joint":<{wj}}{"field":<{wf}}{"value":>12}  {"unit":<{wu}}source']
+    for r in rows:
+        value = '-' if math.isnan(r.value) else f'{r.value:.6g}'
+        lines.append(f'{r.joint:<{wj}}{r.field:<{wf}}{value:>12}  {r.unit or "-":<{wu}}'
+                     f'{r.source}')
     return '\n'.join(lines)

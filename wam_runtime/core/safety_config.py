@@ -9,15 +9,15 @@ from typing import Any, Mapping, Optional
 
 from wam_runtime.core import controller as ctl
 from wam_runtime.core.gate import JointLimits, SCALING_MODES
-from wam_runtime.core.limits import format_limits_table, resolve_limits
+from wam_runtime.core.limits import (
+    config_rows, format_limits_table, held_rows, joint_units, LIMIT_KEYS, LIMIT_KEYS_M,
+    resolve_held, resolve_limits, resolve_margins)
 from wam_runtime.core.params import ConfigError, resolve, SAFETY_PARAMS
 from wam_runtime.core.scheduler import BLEND_MODES, INTERPOLATIONS, SchedulerConfig
 from wam_runtime.core.surprise import SurpriseGovernor
-from wam_runtime.core.workspace import workspace_from_params
+from wam_runtime.core.workspace import workspace_from_params, WorkspaceGuard
 
 OUTPUT_MODES = ('forward_command', 'joint_trajectory')
-LIMIT_KEYS = ('lower_limits_rad', 'upper_limits_rad', 'max_velocity_rad_s',
-              'max_acceleration_rad_s2', 'max_jerk_rad_s3')
 
 
 @dataclass
@@ -26,8 +26,11 @@ class SafetySetup:
 
     config: ctl.ControllerConfig
     governor: Optional[SurpriseGovernor]
-    limits_table: str        # effective limits and their sources ('' without a URDF)
+    limits_table: str        # effective limits, margins, held joints and their sources
     params: Mapping[str, Any]
+    # The Cartesian guard (None without a workspace); feed it the measured positions of the
+    # joints it holds (workspace.kin.held_names) with workspace.set_held.
+    workspace: Optional[WorkspaceGuard] = None
 
 
 def _positive(p: Mapping[str, Any], *keys: str) -> None:
@@ -48,11 +51,12 @@ def build_safety(values: Mapping[str, Any]) -> SafetySetup:
     """
     p = resolve(SAFETY_PARAMS, values, 'safety_controller')
     _positive(p, 'control_rate_hz', 'command_timeout_s', 'state_timeout_s',
-              'max_chunk_age_s', 'incident_window_s', 'incident_min_interval_s',
+              'max_chunk_age_s', 'max_chunk_points', 'max_chunk_duration_s',
+              'incident_window_s', 'incident_min_interval_s',
               'escalation_window_s')
-    for key in ('position_margin_rad', 'max_start_distance_rad', 'standstill_tolerance_rad',
-                'estop_timeout_s', 'max_ee_speed_m_s', 'escalation_max_interventions',
-                'incident_max_total_mb'):
+    for key in ('position_margin_rad', 'position_margin_m', 'max_start_distance_rad',
+                'standstill_tolerance_rad', 'estop_timeout_s', 'max_ee_speed_m_s',
+                'escalation_max_interventions', 'incident_max_total_mb'):
         if p[key] < 0:
             raise ConfigError(f'{key}: must be >= 0, got {p[key]}')
     _choice(p, 'scaling', SCALING_MODES)
@@ -73,21 +77,35 @@ def build_safety(values: Mapping[str, Any]) -> SafetySetup:
         except OSError as exc:
             raise ConfigError(f'urdf_path: cannot read {p["urdf_path"]!r} '
                               f'({exc.strerror})') from None
-        limits, rows = resolve_limits(urdf, names, {k: p[k] for k in LIMIT_KEYS})
-        table = format_limits_table(rows)
+        limits, rows = resolve_limits(urdf, names, {k: p[k] for k in LIMIT_KEYS + LIMIT_KEYS_M})
+        margins, margin_rows = resolve_margins(names, joint_units(urdf, names), limits.lower,
+                                               limits.upper, p)
+        held = resolve_held(urdf, names, p['held_joint_names'], p['held_joint_positions'])
+        table = format_limits_table(rows + margin_rows + held_rows(urdf, names, held))
         guard = workspace_from_params(urdf, names, p)
+        if guard is not None:
+            guard.set_held(held)        # validated above by resolve_held
     else:
         for key in ('lower_limits_rad', 'upper_limits_rad', 'max_velocity_rad_s'):
             if not p[key]:
                 raise ConfigError(f'{key}: required when urdf_path is not set')
         if p['workspace_frames']:
             raise ConfigError('workspace_frames: a workspace needs urdf_path')
+        for key in LIMIT_KEYS_M + ('position_margin_m', 'position_margins_m',
+                                   'held_joint_names', 'held_joint_positions'):
+            if p[key]:
+                raise ConfigError(f'{key}: needs urdf_path (joint types and the joints '
+                                  'that are held come from the URDF)')
         limits = JointLimits.create(names, *(p[k] or None for k in LIMIT_KEYS))
+        margins, margin_rows = resolve_margins(names, ['rad'] * len(names), limits.lower,
+                                               limits.upper, p)
+        table = format_limits_table(config_rows(limits, p) + margin_rows)
     inf = float('inf')
     config = ctl.ControllerConfig(
         limits=limits, control_period_s=1.0 / p['control_rate_hz'],
         command_timeout_s=p['command_timeout_s'], state_timeout_s=p['state_timeout_s'],
-        max_chunk_age_s=p['max_chunk_age_s'], position_margin_rad=p['position_margin_rad'],
+        max_chunk_age_s=p['max_chunk_age_s'], max_chunk_points=p['max_chunk_points'],
+        max_chunk_duration_s=p['max_chunk_duration_s'], position_margin_rad=margins,
         scaling=p['scaling'], max_start_distance_rad=p['max_start_distance_rad'] or inf,
         chunk_limit_policy=p['chunk_limit_policy'],
         standstill_tolerance_rad=p['standstill_tolerance_rad'] or inf,
@@ -99,7 +117,7 @@ def build_safety(values: Mapping[str, Any]) -> SafetySetup:
                                   ensemble_decay=p['ensemble_decay'],
                                   crossfade_s=p['crossfade_s'],
                                   min_playback_speed=p['min_playback_speed']),
-        workspace_ok=guard.ok if guard else None,
+        workspace_ok=guard,
         point_in_workspace=guard.point_ok if guard else None)
     governor = None
     if p['surprise_slow_threshold'] > 0 or p['surprise_stop_threshold'] > 0:
@@ -110,4 +128,4 @@ def build_safety(values: Mapping[str, Any]) -> SafetySetup:
                 p['surprise_recovery_s'], p['surprise_timeout_s'] or None)
         except ValueError as exc:
             raise ConfigError(f'surprise_{exc}') from None
-    return SafetySetup(config, governor, table, p)
+    return SafetySetup(config, governor, table, p, guard)

@@ -2,16 +2,17 @@
 
 import array
 import sys
-from typing import Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from builtin_interfaces.msg import Duration, Time
 import cv2
 import numpy as np
+from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from wam_runtime.core.image import CompressedFrame, frame_view, PIXEL_FORMATS, RawFrame
-from wam_runtime.core.observation import JointMapper
+from wam_runtime.core.joint_states import JointStateMerge
 
 
 def s_to_time(t: float) -> Time:
@@ -89,12 +90,54 @@ def compressed_image_msg(frame: np.ndarray, encoding: str, stamp: Time, fmt: str
     return msg
 
 
-class JointStateMapper(JointMapper):
-    """JointMapper for sensor_msgs/JointState messages."""
+def merge_joint_state(merge: JointStateMerge, msg: JointState, now_s: float,
+                      source: str = '') -> int:
+    """Feed one JointState into a per-joint merge; raise JointStateError on a bad message."""
+    stamp_ns = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+    return merge.update(msg.name, msg.position, now_s, stamp_ns, source)
 
-    def positions(self, msg: JointState) -> np.ndarray:
-        """Return positions in ``joint_names`` order; raise ValueError on a bad message."""
-        return self(msg.name, msg.position)
+
+class JointStateSources:
+    """Identifies the publisher of each joint_states message and names it for reports.
+
+    ``key`` is cheap (topic and publisher GID, for every message); ``describe`` names the
+    publishing node from the ROS graph, once per publisher (a publisher whose node the
+    graph does not know yet is named by its GID and looked up again next time).
+    """
+
+    def __init__(self, node: Node) -> None:
+        """Look publishers up in ``node``'s view of the ROS graph."""
+        self.node = node
+        self._gids: Dict[str, Tuple[str, bytes]] = {}
+        self._names: Dict[str, str] = {}
+
+    def key(self, topic: str, info: Optional[Mapping]) -> str:
+        """Return a stable id of the publisher that sent ``info`` on ``topic``."""
+        gid = (info or {}).get('publisher_gid') or {}
+        data = bytes(gid.get('data') or b'')
+        source = f'{topic}#{data.hex()}'
+        if source not in self._gids and len(self._gids) < 256:
+            self._gids[source] = (topic, data)
+        return source
+
+    def describe(self, source: str) -> str:
+        """Return ``'<node> on <topic>'`` for a ``key`` (the GID if the node is unknown)."""
+        name = self._names.get(source)
+        if name is not None:
+            return name
+        topic, data = self._gids.get(source, (source.partition('#')[0], b''))
+        resolved = self.node.resolve_topic_name(topic)
+        try:
+            for pub in self.node.get_publishers_info_by_topic(resolved):
+                theirs = bytes(pub.endpoint_gid)
+                n = min(len(theirs), len(data))
+                if n and theirs[:n] == data[:n] and '_UNKNOWN_' not in pub.node_name:
+                    name = f'{pub.node_namespace.rstrip("/")}/{pub.node_name} on {resolved}'
+                    self._names[source] = name
+                    return name
+        except Exception:  # noqa: B902 - a failed graph query only loses the name
+            pass
+        return f'publisher {data[:8].hex() or "?"} on {resolved}'
 
 
 def trajectory_msg(joint_names: Sequence[str], stamp: Time, dt_s: float,
