@@ -17,6 +17,7 @@ import time
 from typing import Callable, Dict, List
 
 from bench import chunks as chunks_bench
+from bench import estop as estop_bench
 from bench import preprocess as preprocess_bench
 from bench import replay as replay_bench
 from bench import safety as safety_bench
@@ -119,6 +120,7 @@ BENCHES: Dict[str, Callable] = {
     'command_jitter': safety_bench.bench_command_jitter,
     'chunk_execution': chunks_bench.bench_chunk_execution,
     'replay_speed': replay_bench.bench_replay,
+    'estop_latency': estop_bench.bench_estop_latency,
 }
 
 

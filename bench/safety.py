@@ -35,7 +35,7 @@ def bench_gate_tick(args) -> Dict:
         [0.4, -0.2, 0.0, 0.7, 0.2, 0.3], [0.0, 0.5, 0.5, 0.15], 'tool_tip', 1.5))
     config = ctl.ControllerConfig(limits=limits, control_period_s=0.004,
                                   command_timeout_s=1e9, max_chunk_age_s=1e9,
-                                  workspace_ok=guard.ok, point_in_workspace=guard.point_ok)
+                                  workspace_ok=guard, point_in_workspace=guard.point_ok)
     q0 = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8])
 
     def run(cfg: ctl.ControllerConfig, n: int) -> List[float]:

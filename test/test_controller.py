@@ -101,16 +101,22 @@ def test_older_chunk_than_current_is_rejected():
         ctl.on_chunk(*chunk(stamp=0.1), now_s=0.26)
 
 
-def test_silent_policy_holds_within_command_timeout():
+def test_silent_policy_runs_the_chunk_out_then_stops_and_times_out_after_its_end():
+    """A heavy policy's long chunk is not cut at command_timeout_s after its arrival."""
     ctl = c.SafetyController(CFG)
     ctl.on_state(np.zeros(2), 0.0)
-    ctl.on_chunk(*chunk(stamp=0.0, n=40, step=0.01), now_s=0.0)
-    trace = run(ctl, 0.0, 1.0)
-    timeout_at = next(t for t, r in trace if r.mode == c.MODE_HOLDING)
-    assert timeout_at == pytest.approx(CFG.command_timeout_s, abs=0.011)
+    ctl.on_chunk(*chunk(stamp=0.0, n=40, step=0.01), now_s=0.0)    # covers 2.0 s
+    trace = run(ctl, 0.0, 3.0)
+    tracking = [t for t, r in trace if r.mode == c.MODE_TRACKING]
+    assert tracking[-1] == pytest.approx(2.0, abs=0.011)            # well past 0.3 s
+    stopped_at = next(t for t, r in trace if r.mode != c.MODE_TRACKING)
+    reasons = [(t, iv.reason) for t, r in trace for iv in r.interventions]
+    assert (pytest.approx(stopped_at), c.CHUNK_EXHAUSTED) in reasons
+    timeout_at = next(t for t, reason in reasons if reason == c.COMMAND_TIMEOUT)
+    assert timeout_at == pytest.approx(stopped_at + CFG.command_timeout_s, abs=0.011)
     held = [r.command for t, r in trace if t > timeout_at]
     assert all(np.array_equal(h, held[0]) for h in held)
-    assert ctl.counters[c.COMMAND_TIMEOUT] == 1
+    assert ctl.counters[c.COMMAND_TIMEOUT] == 1 and ctl.counters[c.CHUNK_EXHAUSTED] == 1
 
 
 def test_stale_joint_states_hold():
@@ -178,17 +184,18 @@ def _check_limits(trace, lim=DYN, dt=0.01):
     return cmds, v
 
 
-def test_command_timeout_decelerates_within_limits_then_holds():
+def test_chunk_running_out_fast_decelerates_within_limits_then_holds_and_times_out():
     ctl = c.SafetyController(_cfg())
-    trace = _moving(ctl, 1.5)
+    trace = _moving(ctl, 1.5)                 # the chunk ends at 1.0 s still moving fast
     cmds, v = _check_limits(trace)
     modes = [r.mode for _, r in trace]
     assert c.MODE_STOPPING in modes and modes[-1] == c.MODE_HOLDING
     first_stop = modes.index(c.MODE_STOPPING)
-    assert trace[first_stop][0] == pytest.approx(0.3, abs=0.02)
+    assert trace[first_stop][0] == pytest.approx(1.0, abs=0.02)
     assert np.abs(v[first_stop - 2]).max() > 0.5        # it was moving fast
     assert np.all(cmds[-10:] == cmds[-1])
-    assert ctl.counters[c.COMMAND_TIMEOUT] == 1
+    assert ctl.counters[c.CHUNK_EXHAUSTED] == 1
+    assert ctl.counters[c.COMMAND_TIMEOUT] == 1          # 0.3 s after the end
 
 
 def test_estop_latches_until_released_and_reset():
@@ -326,4 +333,14 @@ def test_speed_limit_slows_playback_and_zero_stops_then_resumes():
     assert ctl.counters[c.SURPRISE_STOP] == 1
     _check_limits(trace)
     ctl.set_speed_limit(1.0)
-    assert run(ctl, 1.6, 1.7)[-1][1].mode == c.MODE_TRACKING
+    # The clock did not run while stopped; it was 0.25 s late from the slow playback and
+    # stopped 0.6 s: steps due more than max_chunk_age_s (1 s) ago are never executed.
+    late = run(ctl, 1.6, 1.7)
+    assert ctl.counters[c.EXECUTION_LATE] == 1
+    assert late[-1][1].mode == c.MODE_HOLDING
+    q = ctl.last_command
+    ctl.on_chunk(NAMES, 1.7, [0.1 * (k + 1) for k in range(5)],
+                 [list(q + 0.01 * (k + 1)) for k in range(5)], now_s=1.7)
+    assert ctl.scheduler.lag_s() == 0.0          # resynchronised by the fresh chunk
+    assert run(ctl, 1.7, 1.8)[-1][1].mode == c.MODE_TRACKING
+    assert ctl.scheduler.lag_s() < 0.02          # only while the speed slews back to 1

@@ -5,9 +5,11 @@ action chunk), ``on_estop`` and ``tick`` (once per control period). It fails clo
 
 - disabled, it commands nothing; enabled, it starts from the measured position;
 - before the first measured state it commands nothing;
-- without a valid chunk for ``command_timeout_s``, at the end of the chunk's coverage, or
-  without joint states for ``state_timeout_s``, it makes a controlled stop (decelerates
-  within the limits) and holds;
+- at the end of the chunk's coverage (``chunk_exhausted``; still stopped
+  ``command_timeout_s`` later without a new chunk: ``command_timeout``), without joint
+  states for ``state_timeout_s``, or when the step due is older than ``max_chunk_age_s``
+  (``execution_late``), it makes a controlled stop (decelerates within the limits) and
+  holds; the playback clock does not run while stopped, and a new chunk resynchronises it;
 - an e-stop, a measured drift while holding (monitored standstill) or too many
   interventions within a window latch a fault: it stops and holds until the cause is gone
   and ``reset`` is called.
@@ -16,12 +18,13 @@ Every command leaves through ``gate_step``.
 """
 
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from wam_runtime.core.gate import gate_step, GateState, Intervention, JointLimits
+from wam_runtime.core.gate import gate_step, GateState, Intervention, JointLimits, \
+    unwrap_near
 from wam_runtime.core.scheduler import ChunkReport, ChunkScheduler, SchedulerConfig
 from wam_runtime.core.surprise import SurpriseGovernor
 
@@ -37,9 +40,12 @@ CHUNK_DISABLED = 'chunk_while_disabled'
 CHUNK_START_FAR = 'chunk_start_too_far'
 CHUNK_LIMITS = 'chunk_outside_limits'
 CHUNK_WORKSPACE = 'chunk_outside_workspace'
+CHUNK_TOO_LARGE = 'chunk_too_large'
+CHUNK_BACKLOG = 'chunk_backlog_dropped'
 # Watchdogs, stops and faults.
 COMMAND_TIMEOUT = 'command_timeout'
 CHUNK_EXHAUSTED = 'chunk_exhausted'
+EXECUTION_LATE = 'execution_late'
 STATE_TIMEOUT = 'state_timeout'
 ESTOP = 'estop'
 ESTOP_HEARTBEAT = 'estop_heartbeat_lost'
@@ -57,6 +63,14 @@ MODE_HOLDING = 'holding'
 MODE_FAULT = 'fault'
 
 LATCHING = (ESTOP, ESTOP_HEARTBEAT, STANDSTILL, ESCALATION)
+
+
+def stamp_text(stamp_ns: Optional[int]) -> str:
+    """Return an integer-nanosecond stamp as exact decimal seconds ('' for None)."""
+    if stamp_ns is None:
+        return ''
+    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    return f'{sec}.{nanosec:09d}'
 
 
 class ChunkError(ValueError):
@@ -80,11 +94,17 @@ class Chunk:
 def make_chunk(joint_names: Sequence[str], stamp_s: float, time_from_start_s: Sequence[float],
                positions: Sequence[Sequence[float]], controller_joints: Sequence[str],
                now_s: float, max_chunk_age_s: float, max_future_s: float = 0.05,
-               stamp_ns: Optional[int] = None) -> Chunk:
+               stamp_ns: Optional[int] = None, max_points: float = float('inf'),
+               max_duration_s: float = float('inf')) -> Chunk:
     """Validate a received chunk and reorder it to ``controller_joints``; raise ChunkError.
 
     ``stamp_ns`` is the exact stamp (integer nanoseconds); by default ``stamp_s`` rounded.
+    A chunk of more than ``max_points`` points or spanning more than ``max_duration_s``
+    is rejected (``chunk_too_large``).
     """
+    if len(time_from_start_s) > max_points:
+        raise ChunkError(CHUNK_TOO_LARGE, f'{len(time_from_start_s)} points (max_chunk_points '
+                                          f'{max_points:g})')
     names = list(joint_names)
     if len(set(names)) != len(names):
         raise ChunkError(CHUNK_JOINTS, f'duplicated joint names {names}')
@@ -107,6 +127,9 @@ def make_chunk(joint_names: Sequence[str], stamp_s: float, time_from_start_s: Se
     if t[0] < 0 or np.any(np.diff(t) <= 0):
         raise ChunkError(CHUNK_TIME, f'time_from_start must be >= 0 and strictly increasing, '
                                      f'got {t.tolist()[:4]}...')
+    if t[-1] > max_duration_s:
+        raise ChunkError(CHUNK_TOO_LARGE, f'spans {t[-1]:.3f} s (max_chunk_duration_s '
+                                          f'{max_duration_s:g})')
     age = now_s - stamp_s
     if age > max_chunk_age_s:
         raise ChunkError(CHUNK_STALE, f'stamp is {age:.3f} s old (max {max_chunk_age_s} s)')
@@ -126,7 +149,9 @@ class ControllerConfig:
     command_timeout_s: float = 0.5
     state_timeout_s: float = 0.5
     max_chunk_age_s: float = 1.0
-    position_margin_rad: float = 0.0
+    max_chunk_points: int = 1000
+    max_chunk_duration_s: float = 10.0
+    position_margin_rad: Union[float, np.ndarray] = 0.0    # scalar or one per joint
     scaling: str = 'uniform'
     max_start_distance_rad: float = float('inf')
     chunk_limit_policy: str = 'reject'          # or 'clamp'
@@ -136,8 +161,9 @@ class ControllerConfig:
     escalation_window_s: float = 1.0
     estop_timeout_s: float = 0.0                # > 0: heartbeat mode
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    # Optional Cartesian guard: ok(candidate, previous, dt) and a per-point check.
-    workspace_ok: Optional[Callable[[np.ndarray, np.ndarray, float], bool]] = None
+    # Optional Cartesian guard for the gate (a WorkspaceGuard, or a predicate
+    # ok(candidate, previous, dt)) and a per-point check for chunks.
+    workspace_ok: Optional[Any] = None
     point_in_workspace: Optional[Callable[[np.ndarray], bool]] = None
 
 
@@ -171,7 +197,11 @@ class SafetyController:
         self._state_time = -np.inf
         self._chunk: Optional[Chunk] = None       # the newest accepted chunk
         self._chunk_time = -np.inf
-        self.scheduler = ChunkScheduler(config.scheduler)
+        self._exhausted_since: Optional[float] = None
+        # A step due longer ago than max_chunk_age_s is never executed.
+        self.scheduler = ChunkScheduler(replace(
+            config.scheduler, max_lag_s=min(config.scheduler.max_lag_s,
+                                            config.max_chunk_age_s)))
         self.last_report: Optional[ChunkReport] = None
         self._gate: Optional[GateState] = None
         self._last_tick: Optional[float] = None
@@ -250,8 +280,16 @@ class SafetyController:
         self._surprise_stop = scale <= 0.0
 
     def on_state(self, positions: np.ndarray, now_s: float) -> None:
-        """Record measured positions in the controller's joint order."""
-        self._state = np.asarray(positions, dtype=np.float64).copy()
+        """Record measured positions in the controller's joint order.
+
+        Continuous joints may be reported wrapped at +-pi: they are taken by whole turns
+        nearest the last command (or the last measurement), never as a jump of 2 pi.
+        """
+        q = np.asarray(positions, dtype=np.float64).copy()
+        ref = self._gate.position if self._gate is not None else self._state
+        if ref is not None:
+            q = unwrap_near(q, ref, self.config.limits.continuous)
+        self._state = q
         self._state_time = now_s
 
     def on_estop(self, pressed: bool, now_s: float) -> None:
@@ -291,29 +329,73 @@ class SafetyController:
         if not self.enabled or self._disable_requested:
             raise ChunkError(CHUNK_DISABLED, 'the gate is disabled')
         try:
-            chunk = self._validate(joint_names, stamp_s, time_from_start_s, positions, now_s,
-                                   stamp_ns)
+            chunk = self.prepare_chunk(joint_names, stamp_s, time_from_start_s, positions,
+                                       now_s, stamp_ns)
+            return self.adopt_chunk(chunk, now_s)
         except ChunkError as exc:
-            self.count(exc.reason)
-            self._note_intervention(now_s)
+            self.reject(exc, now_s)
             raise
+
+    def reject(self, error: ChunkError, now_s: float) -> None:
+        """Count a rejected chunk (towards escalation too, unless the gate is disabled)."""
+        self.count(error.reason)
+        if error.reason != CHUNK_DISABLED:
+            self._note_intervention(now_s)
+
+    def adopt_chunk(self, chunk: Chunk, now_s: float) -> Chunk:
+        """Adopt a chunk from ``prepare_chunk``; raise ChunkError (not counted) if refused.
+
+        Quick (the expensive checks are in ``prepare_chunk``): call it under the lock that
+        serialises the controller's inputs and ticks.
+        """
+        if not self.enabled or self._disable_requested:
+            raise ChunkError(CHUNK_DISABLED, 'the gate is disabled')
+        if self._chunk is not None and chunk.stamp_s < self._chunk.stamp_s:
+            raise ChunkError(CHUNK_STALE, 'older than the chunk being executed')
+        age = now_s - chunk.stamp_s
+        if age > self.config.max_chunk_age_s:
+            raise ChunkError(CHUNK_STALE, f'stamp is {age:.3f} s old (max '
+                                          f'{self.config.max_chunk_age_s} s)')
         current = self._gate.position if self._gate is not None else self._state
         self.last_report = self.scheduler.add(chunk.stamp_s, chunk.times_s, chunk.positions,
                                               now_s, current=current)
         self._chunk = chunk
         self._chunk_time = now_s
+        self._exhausted_since = None
         self._new_chunk = True
         return chunk
 
-    def _validate(self, joint_names, stamp_s, time_from_start_s, positions,
-                  now_s: float, stamp_ns: Optional[int] = None) -> Chunk:
+    def prepare_chunk(self, joint_names: Sequence[str], stamp_s: float,
+                      time_from_start_s: Sequence[float],
+                      positions: Sequence[Sequence[float]], now_s: float,
+                      stamp_ns: Optional[int] = None) -> Chunk:
+        """Validate a chunk against the limits and the workspace; raise ChunkError.
+
+        Does not change the controller and may run on another thread than ``tick`` (it
+        reads the last measured state only); ``adopt_chunk`` then takes it.
+        """
+        if not self.enabled or self._disable_requested:
+            raise ChunkError(CHUNK_DISABLED, 'the gate is disabled')
         cfg = self.config
         chunk = make_chunk(joint_names, stamp_s, time_from_start_s, positions,
-                           self.joint_names, now_s, cfg.max_chunk_age_s, stamp_ns=stamp_ns)
-        if self._chunk is not None and chunk.stamp_s < self._chunk.stamp_s:
-            raise ChunkError(CHUNK_STALE, 'older than the chunk being executed')
-        if self._state is not None:
-            far = np.abs(chunk.positions[0] - self._state)
+                           self.joint_names, now_s, cfg.max_chunk_age_s, stamp_ns=stamp_ns,
+                           max_points=cfg.max_chunk_points,
+                           max_duration_s=cfg.max_chunk_duration_s)
+        state = self._state
+        endless = self.config.limits.continuous
+        if endless.any():
+            # Continuous joints: a chunk may carry wrapped angles. Unwrap along the chunk and
+            # shift it by whole turns to start nearest the arm (interpolation then never
+            # takes the long way round).
+            p = chunk.positions.copy()
+            p[:, endless] = np.unwrap(p[:, endless], axis=0)
+            gate = self._gate
+            ref = gate.position if gate is not None else state
+            if ref is not None:
+                p[:, endless] += (unwrap_near(p[0], ref, endless) - p[0])[endless]
+            chunk = Chunk(chunk.stamp_s, chunk.times_s, p, chunk.stamp_ns)
+        if state is not None:
+            far = np.abs(chunk.positions[0] - state)
             j = int(np.argmax(far))
             if far[j] > cfg.max_start_distance_rad:
                 raise ChunkError(CHUNK_START_FAR,
@@ -365,8 +447,12 @@ class SafetyController:
             return STATE_TIMEOUT
         if self._chunk is None:
             return None
-        if now_s - self._chunk_time > cfg.command_timeout_s:
-            return COMMAND_TIMEOUT
+        # The chunk ran out: stopped (the clock holds) until a new chunk comes. Heavy
+        # policies: the command timeout counts from the end of the chunk's coverage.
+        if self._exhausted_since is not None:
+            if now_s - self._exhausted_since > cfg.command_timeout_s:
+                return COMMAND_TIMEOUT
+            return CHUNK_EXHAUSTED
         return None
 
     def tick(self, now_s: float) -> TickResult:
@@ -388,17 +474,28 @@ class SafetyController:
             # the future. Drop the chunk so that new chunks are not refused as "older".
             self.count(CLOCK_JUMP_BACK)
             self._chunk = None
+            self._exhausted_since = None
             self.scheduler.clear()
             self._chunk_time = -np.inf
             self._state_time = min(self._state_time, now_s)
         stop = self._watchdogs(now_s)
-        # The playback clock advances every tick, stopped or not.
-        target = self.scheduler.sample(now_s) if self._chunk is not None else None
+        # The playback clock runs only while tracking (a new chunk resynchronises it).
+        target = self.scheduler.sample(now_s, run=stop is None) \
+            if self._chunk is not None else None
         if stop is None:
             if self._chunk is None:
                 stop = ''              # nothing to track yet: hold quietly
+            elif self.scheduler.too_late:
+                # The step due is older than max_chunk_age_s (the clock was held through a
+                # long stop): never execute it; wait for a fresh chunk.
+                stop = EXECUTION_LATE
+                self._chunk = None
+                self._exhausted_since = None
+                self.scheduler.clear()
             elif target is None:
                 stop = CHUNK_EXHAUSTED  # the playback clock ran past the newest chunk
+                if self._exhausted_since is None:
+                    self._exhausted_since = now_s
         result = TickResult(None, MODE_TRACKING)
         if surprise is not None:
             result.interventions.append(surprise)
@@ -433,7 +530,7 @@ class SafetyController:
             result.chunk_stamp_s = self._chunk.stamp_s
             result.chunk_stamp_ns = self._chunk.stamp_ns
         if stop is None:
-            if self._new_chunk:
+            if self._new_chunk and self._chunk is not None:
                 result.chunk_latency_s = now_s - self._chunk.stamp_s
                 self._new_chunk = False
             return result

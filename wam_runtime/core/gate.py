@@ -14,14 +14,21 @@ position limits > velocity > acceleration > jerk. Then:
   widens a window, and ``dt <= 0``, NaN or below 1 ns (ROS time's resolution) repeats the
   previous output with the motion state unchanged.
 
-An optional workspace guard (``wam_runtime.core.workspace``) then checks Cartesian frames;
-a command that would leave the workspace is replaced by the farthest safe point on the same
-path, or a hold.
+An optional workspace guard (``wam_runtime.core.workspace``) then checks Cartesian frames.
+A command is admissible when the monitored frames are inside the workspace both at the
+command and along the path the arm would take if it braked from there (every joint
+decelerating together within its acceleration limit, plus the jerk ramp), and the end
+effector is within its speed limit. So the arm slows down approaching a wall and its stop
+fits the acceleration limits. A command that is not admissible is replaced by the farthest
+admissible point on the way from the hardest allowed braking step to the command; when
+even that braking step is not admissible (the arm was already closer than its stopping
+distance) the braking step is taken if it is inside the workspace (``workspace_brake``),
+else the arm holds (``workspace_hold``, the last resort: position wins over acceleration).
 """
 
 from dataclasses import dataclass, field
 import math
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,12 +39,22 @@ VELOCITY_LIMIT = 'velocity_limit'
 ACCELERATION_LIMIT = 'acceleration_limit'
 JERK_LIMIT = 'jerk_limit'
 WORKSPACE_LIMIT = 'workspace'
+WORKSPACE_BRAKE = 'workspace_brake'
 WORKSPACE_HOLD = 'workspace_hold'
+EE_SPEED_LIMIT = 'ee_speed_limit'
+# Workspace check outcomes (``check`` of a guard).
+OUTSIDE = 'outside'          # the command itself leaves the workspace
+BRAKING = 'braking'          # its braking path leaves the workspace
+EE_SPEED = 'ee_speed'        # the end effector would be too fast
 
 SCALING_MODES = ('uniform', 'per_joint')
 # Distances are capped here in the braking formulas (rad; far beyond any joint): they stay
 # finite and never overflow, whatever the limits (1e308 or inf distances included).
 FAR = 1e150
+# Workspace: braking paths are simulated for at most this many ticks; the admissible
+# point between braking and the request is found to 1/2**BISECTIONS of the step.
+BRAKE_STEPS_MAX = 400
+BISECTIONS = 7
 # A step shorter than ROS time's resolution (s) is no step: the gate holds.
 MIN_DT = 1e-9
 
@@ -56,22 +73,31 @@ class JointLimits:
     max_velocity: np.ndarray
     max_acceleration: np.ndarray = None
     max_jerk: np.ndarray = None
+    continuous: np.ndarray = None     # per joint: endless (angles wrap at +-pi when measured)
 
     @classmethod
     def create(cls, joint_names: Sequence[str], lower: Sequence[float],
                upper: Sequence[float], max_velocity: Sequence[float],
                max_acceleration: Optional[Sequence[float]] = None,
-               max_jerk: Optional[Sequence[float]] = None) -> 'JointLimits':
-        """Validate and build limits; raise LimitsError naming the field and joint."""
+               max_jerk: Optional[Sequence[float]] = None,
+               continuous: Optional[Sequence[bool]] = None) -> 'JointLimits':
+        """Validate and build limits; raise LimitsError naming the field and joint.
+
+        A ``continuous`` joint may have no position limits (-inf and inf); every other
+        position limit must be finite.
+        """
         names = tuple(joint_names)
         if not names:
             raise LimitsError('joint_names: empty')
         if len(set(names)) != len(names):
             raise LimitsError(f'joint_names: duplicates in {list(names)}')
         n = len(names)
+        endless = np.zeros(n, bool) if continuous is None else np.asarray(continuous, bool)
+        if endless.shape != (n,):
+            raise LimitsError(f'continuous: expected {n} flags, got {endless.size}')
         arrays = {}
         for key, values, finite in (
-                ('lower_limits_rad', lower, True), ('upper_limits_rad', upper, True),
+                ('lower_limits_rad', lower, ~endless), ('upper_limits_rad', upper, ~endless),
                 ('max_velocity_rad_s', max_velocity, True),
                 ('max_acceleration_rad_s2', max_acceleration, False),
                 ('max_jerk_rad_s3', max_jerk, False)):
@@ -81,12 +107,12 @@ class JointLimits:
             if a.shape != (n,):
                 raise LimitsError(f'{key}: expected {n} values (one per joint in '
                                   f'joint_names), got {a.size}')
-            bad = np.flatnonzero(np.isnan(a) | (np.isinf(a) if finite else False))
+            bad = np.flatnonzero(np.isnan(a) | (np.isinf(a) & finite))
             if bad.size:
                 raise LimitsError(f'{key}: joint {names[bad[0]]!r} is not finite')
             arrays[key] = a
         lo, hi = arrays['lower_limits_rad'], arrays['upper_limits_rad']
-        bad = np.flatnonzero(lo >= hi)
+        bad = np.flatnonzero((lo >= hi) | (np.isinf(lo) != np.isinf(hi)))
         if bad.size:
             j = bad[0]
             raise LimitsError(f'lower_limits_rad/upper_limits_rad: joint {names[j]!r} has '
@@ -95,10 +121,10 @@ class JointLimits:
             bad = np.flatnonzero(arrays[key] <= 0)
             if bad.size:
                 raise LimitsError(f'{key}: joint {names[bad[0]]!r} must be > 0')
-        for a in arrays.values():
+        for a in list(arrays.values()) + [endless]:
             a.setflags(write=False)
         return cls(names, lo, hi, arrays['max_velocity_rad_s'],
-                   arrays['max_acceleration_rad_s2'], arrays['max_jerk_rad_s3'])
+                   arrays['max_acceleration_rad_s2'], arrays['max_jerk_rad_s3'], endless)
 
     def __post_init__(self) -> None:
         """Fill unlimited acceleration and jerk, and precompute per-tick constants."""
@@ -107,6 +133,10 @@ class JointLimits:
                 a = np.full(len(self.joint_names), math.inf)
                 a.setflags(write=False)
                 object.__setattr__(self, name, a)
+        if self.continuous is None:
+            a = np.zeros(len(self.joint_names), bool)
+            a.setflags(write=False)
+            object.__setattr__(self, 'continuous', a)
         finite = np.isfinite(self.max_acceleration) & np.isfinite(self.max_jerk)
         # Time to turn the acceleration around under the jerk limit (0 when unlimited).
         ramp = np.zeros(len(self.joint_names))
@@ -250,13 +280,12 @@ def _binding_reason(j: int, requested: float, allowed: float, named: dict,
 
 def gate_step(requested: Sequence[float], state: GateState, limits: JointLimits,
               dt_s: float, nominal_dt_s: float, margin_rad: float = 0.0,
-              scaling: str = 'uniform',
-              workspace_ok: Optional[Callable[[np.ndarray, np.ndarray, float], bool]] = None
-              ) -> GateResult:
+              scaling: str = 'uniform', workspace_ok: Optional[Any] = None) -> GateResult:
     """Return the command closest to ``requested`` that the limits allow after ``state``.
 
-    ``workspace_ok(candidate, previous, dt)`` (optional) says whether a joint position is
-    inside the Cartesian workspace and speed limits.
+    ``workspace_ok`` (optional) is a guard with ``check(q, previous, dt, stop)`` returning
+    None, OUTSIDE, BRAKING or EE_SPEED (``wam_runtime.core.workspace.WorkspaceGuard``), or
+    a plain predicate ``ok(q, previous, dt) -> bool`` (position only, no braking path).
     """
     req = np.asarray(requested, dtype=np.float64)
     p = state.position
@@ -299,26 +328,76 @@ def gate_step(requested: Sequence[float], state: GateState, limits: JointLimits,
         cmd = np.minimum(np.maximum(base + s * step, lo), hi)
     out = [Intervention(_binding_reason(j, req[j], cmd[j], named, limits), names[j],
                         float(req[j]), float(cmd[j])) for j in np.flatnonzero(~inside)]
-    if workspace_ok is not None and not workspace_ok(cmd, p, dt):
-        cmd, reason = _workspace_retreat(cmd, base, p, dt, workspace_ok)
-        out.append(Intervention(reason, '', float('nan'), float('nan')))
+    if workspace_ok is not None:
+        cmd, reason = _workspace_step(cmd, state, lo, hi, limits, dt, margin_rad,
+                                      workspace_ok)
+        if reason is not None:
+            out.append(Intervention(reason, '', float('nan'), float('nan')))
     return GateResult(cmd, out, state.advance(cmd, elapsed))
 
 
-def _workspace_retreat(cmd: np.ndarray, base: np.ndarray, prev: np.ndarray, dt: float,
-                       ok: Callable[[np.ndarray, np.ndarray, float], bool]
-                       ) -> Tuple[np.ndarray, str]:
-    """Farthest point from ``base`` towards ``cmd`` that is safe, else a hold at ``prev``."""
-    if not ok(base, prev, dt):
-        return prev.copy(), WORKSPACE_HOLD
+def braking_path(state: GateState, limits: JointLimits, dt: float,
+                 margin_rad: float = 0.0, max_steps: int = BRAKE_STEPS_MAX) -> np.ndarray:
+    """Return the positions the gate would command braking from ``state``, until rest.
+
+    Every joint brakes as hard as its own limits allow (the gate's own bounds, tick by
+    tick, so the jerk ramp and the braking distance to the position limits are included).
+    This is exactly the path of the fallback braking step, so a state whose braking path is
+    inside the workspace has a successor whose braking path is too (the rest of the same).
+    """
+    out = []
+    for _ in range(max_steps):
+        if not np.any(np.abs(state.velocity) > 1e-9) and \
+                not np.any(np.abs(state.acceleration) > 1e-6):
+            break
+        lo, hi, _ = next_position_bounds(state, limits, dt, margin_rad)
+        x = np.minimum(np.maximum(state.position, lo), hi)
+        state = state.advance(x, dt)
+        out.append(x)
+    return np.array(out).reshape(-1, len(state.position))
+
+
+def _workspace_step(cmd: np.ndarray, state: GateState, lo: np.ndarray, hi: np.ndarray,
+                    limits: JointLimits, dt: float, margin_rad: Any, guard: Any
+                    ) -> Tuple[np.ndarray, Optional[str]]:
+    """Return the admissible command nearest ``cmd`` on the way from braking, and why."""
+    p = state.position
+    if hasattr(guard, 'check'):
+        def check(x: np.ndarray) -> Optional[str]:
+            nxt = state.advance(x, dt)
+            return guard.check(x, p, dt, braking_path(nxt, limits, dt, margin_rad))
+    else:                       # a plain predicate: the position only
+        def check(x: np.ndarray) -> Optional[str]:
+            return None if guard(x, p, dt) else OUTSIDE
+    why = check(cmd)
+    if why is None:
+        return cmd, None
+    # The hardest braking step: every joint brakes as hard as its limits allow.
+    brake = np.minimum(np.maximum(p, lo), hi)
+    reason = EE_SPEED_LIMIT if why == EE_SPEED else WORKSPACE_LIMIT
+    braking_why = check(brake)
+    if braking_why is not None:
+        # Already closer to a wall than the stopping distance (only when the arm started
+        # there), or faster than the end-effector limit: brake as hard as the joint limits
+        # allow, unless that step itself leaves the workspace.
+        if braking_why != OUTSIDE:
+            return brake, EE_SPEED_LIMIT if braking_why == EE_SPEED else WORKSPACE_BRAKE
+        return p.copy(), WORKSPACE_HOLD
     lo_s, hi_s = 0.0, 1.0
-    for _ in range(8):        # 1/256 of one tick's step: far below any tolerance
+    for _ in range(BISECTIONS):
         mid = 0.5 * (lo_s + hi_s)
-        if ok(base + mid * (cmd - base), prev, dt):
+        if check(brake + mid * (cmd - brake)) is None:
             lo_s = mid
         else:
             hi_s = mid
-    return base + lo_s * (cmd - base), WORKSPACE_LIMIT
+    return brake + lo_s * (cmd - brake), reason
+
+
+def _position_ok(guard: Any, q: np.ndarray, previous: np.ndarray, dt: float) -> bool:
+    """Whether ``q`` itself is inside the workspace (no braking path, no speed limit)."""
+    if hasattr(guard, 'check'):
+        return guard.check(q, previous, dt, None, False) is None
+    return bool(guard(q, previous, dt))
 
 
 def gate_command(requested: Sequence[float], previous: Sequence[float], limits: JointLimits,
@@ -330,3 +409,22 @@ def gate_command(requested: Sequence[float], previous: Sequence[float], limits: 
     """
     return gate_step(requested, GateState.at_rest(previous), limits, dt_s, nominal_dt_s,
                      margin_rad)
+
+
+def wrap_angle(x: np.ndarray) -> np.ndarray:
+    """Return angles wrapped into [-pi, pi)."""
+    return (np.asarray(x, dtype=np.float64) + math.pi) % (2.0 * math.pi) - math.pi
+
+
+def unwrap_near(measured: np.ndarray, reference: np.ndarray,
+                continuous: np.ndarray) -> np.ndarray:
+    """Shift the continuous joints of ``measured`` by whole turns to lie nearest ``reference``.
+
+    A continuous joint is commanded unwrapped (it may turn past +-pi); drivers report it
+    wrapped. Other joints are returned unchanged.
+    """
+    out = np.asarray(measured, dtype=np.float64).copy()
+    if continuous.any():
+        c = continuous
+        out[c] = reference[c] + wrap_angle(out[c] - reference[c])
+    return out

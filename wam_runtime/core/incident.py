@@ -52,6 +52,13 @@ def folder_bytes(path: str) -> int:
     return total
 
 
+# A flood of huge messages (a 100k-point chunk is ~9 MB) must not turn the window into
+# gigabytes of memory: a message above MAX_MESSAGE_BYTES is left out (and counted), and
+# the window never holds more than MAX_BUFFER_BYTES (the oldest messages go first).
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_BUFFER_BYTES = 256 * 1024 * 1024
+
+
 class IncidentRecorder:
     """Ring buffer of serialized messages plus an asynchronous MCAP writer."""
 
@@ -59,6 +66,8 @@ class IncidentRecorder:
                  min_interval_s: float = 2.0, max_total_bytes: int = 0) -> None:
         """Record into ``incident_dir`` (created on the first incident; 0 bytes = no cap)."""
         self.incident_dir = incident_dir
+        self.left_out = 0              # messages too large to keep in the window
+        self._bytes = 0
         self.window_ns = int(window_s * 1e9)
         self.min_interval_ns = int(min_interval_s * 1e9)
         self.max_total_bytes = int(max_total_bytes)
@@ -90,11 +99,15 @@ class IncidentRecorder:
 
         Cuts the bag of a deferred incident once ``min_interval_s`` has passed.
         """
+        if len(data) > MAX_MESSAGE_BYTES:
+            self.left_out += 1
+            return
         with self._lock:
             self._buf.append((t_ns, topic, msgtype, bytes(data)))
+            self._bytes += len(data)
             cutoff = t_ns - self.window_ns
-            while self._buf and self._buf[0][0] < cutoff:
-                self._buf.popleft()
+            while self._buf and (self._buf[0][0] < cutoff or self._bytes > MAX_BUFFER_BYTES):
+                self._bytes -= len(self._buf.popleft()[3])
             due = self._pending is not None and \
                 t_ns - self._last_incident_ns >= self.min_interval_ns
             if due:

@@ -117,6 +117,10 @@ POLICY_PARAMS = (
     Param('joint_names', Kind('string_array'),
           "The robot's joints; when set, a model whose action joints differ is refused at "
           'startup.', optional=True),
+    Param('extra_joint_state_topics', Kind('string_array'),
+          'JointState topics merged per joint with joint_states (for example a gripper '
+          "driver's gripper/joint_states); every publisher may send any subset of joints.",
+          optional=True),
     Param('inference_trigger', 'rate',
           "'rate': infer at inference_rate_hz; 'remaining': also start the next inference "
           'as soon as the executing chunk (safety/execution feedback) has less than '
@@ -134,25 +138,69 @@ SAFETY_PARAMS = (
     Param('urdf_path', Kind('string'),
           'URDF of the robot: position and velocity limits from <limit>/<safety_controller>, '
           'kinematics for the workspace. Config limits may only tighten it.', optional=True),
-    Param('lower_limits_rad', Kind('double_array'), 'Lower position limit per joint (rad).',
-          optional=True),
-    Param('upper_limits_rad', Kind('double_array'), 'Upper position limit per joint (rad).',
-          optional=True),
-    Param('max_velocity_rad_s', Kind('double_array'), 'Maximum speed per joint (rad/s).',
-          optional=True),
+    Param('lower_limits_rad', Kind('double_array'),
+          'Lower position limit per revolute or continuous joint, in joint_names order '
+          '(rad; -.inf for an endless continuous joint). Prismatic joints: lower_limits_m. '
+          'Without urdf_path every joint counts as revolute.', optional=True),
+    Param('upper_limits_rad', Kind('double_array'),
+          'Upper position limit per revolute or continuous joint (rad; .inf for an endless '
+          'continuous joint).', optional=True),
+    Param('max_velocity_rad_s', Kind('double_array'),
+          'Maximum speed per revolute or continuous joint (rad/s).', optional=True),
     Param('max_acceleration_rad_s2', Kind('double_array'),
-          'Maximum acceleration per joint (rad/s^2); required with urdf_path.',
+          'Maximum acceleration per revolute or continuous joint (rad/s^2); required with '
+          'urdf_path.', optional=True),
+    Param('max_jerk_rad_s3', Kind('double_array'),
+          'Maximum jerk per revolute or continuous joint (rad/s^3).', optional=True),
+    Param('lower_limits_m', Kind('double_array'),
+          'Lower position limit per prismatic joint, in joint_names order (m; needs '
+          'urdf_path).', optional=True),
+    Param('upper_limits_m', Kind('double_array'), 'Upper position limit per prismatic '
+                                                  'joint (m).', optional=True),
+    Param('max_velocity_m_s', Kind('double_array'), 'Maximum speed per prismatic joint '
+                                                    '(m/s).', optional=True),
+    Param('max_acceleration_m_s2', Kind('double_array'),
+          'Maximum acceleration per prismatic joint (m/s^2); required with urdf_path when '
+          'joint_names has prismatic joints.', optional=True),
+    Param('max_jerk_m_s3', Kind('double_array'), 'Maximum jerk per prismatic joint (m/s^3).',
           optional=True),
-    Param('max_jerk_rad_s3', Kind('double_array'), 'Maximum jerk per joint (rad/s^3).',
+    Param('position_margin_rad', 0.0, 'Commands stay this far inside the limits of every '
+                                      'revolute or continuous joint (rad).'),
+    Param('position_margin_m', 0.0, 'Commands stay this far inside the limits of every '
+                                    'prismatic joint (m).'),
+    Param('position_margins_rad', Kind('double_array'),
+          'Per revolute or continuous joint, in joint_names order: margin overriding '
+          'position_margin_rad (rad).', optional=True),
+    Param('position_margins_m', Kind('double_array'),
+          'Per prismatic joint, in joint_names order: margin overriding position_margin_m '
+          '(m).', optional=True),
+    Param('held_joint_names', Kind('string_array'),
+          'URDF joints the gate does not command (gripper, second arm) with a configured '
+          'position for the workspace kinematics; the others are held at 0 clipped into '
+          'their limits. A measured position replaces it. Mimic joints follow their leader.',
           optional=True),
-    Param('position_margin_rad', 0.0, 'Commands stay this far inside the limits (rad).'),
+    Param('held_joint_positions', Kind('double_array'),
+          'Position of each held_joint_names entry (joint units: rad, or m for prismatic '
+          'joints).', optional=True),
     Param('scaling', 'uniform', "How a command outside the limits is reduced: 'uniform' "
                                 "(keeps the direction of motion) or 'per_joint'."),
     Param('control_rate_hz', 100.0, 'Command publication rate (Hz).'),
     Param('command_timeout_s', 0.5,
-          'Without a valid chunk for this long: controlled stop (s).'),
-    Param('state_timeout_s', 0.5, 'Without joint_states for this long: stop (s).'),
-    Param('max_chunk_age_s', 1.0, 'Chunks stamped longer ago than this are rejected (s).'),
+          'Still no new chunk this long after the executing chunk ran out: '
+          'command_timeout stop (s).'),
+    Param('state_timeout_s', 0.5, 'A commanded joint not heard on joint_states for this '
+                                  'long (each joint separately, whichever publisher sends '
+                                  'it): stop (s).'),
+    Param('extra_joint_state_topics', Kind('string_array'),
+          'JointState topics merged per joint with joint_states (for example a gripper '
+          "driver's gripper/joint_states); every publisher may send any subset of joints.",
+          optional=True),
+    Param('max_chunk_age_s', 1.0, 'Chunks stamped longer ago than this are rejected, and a '
+                                  'step due longer ago than this is never executed (s).'),
+    Param('max_chunk_points', 1000, 'Chunks with more points are rejected before they are '
+                                    'decoded (chunk_too_large).'),
+    Param('max_chunk_duration_s', 10.0, 'Chunks whose last point is due later than this '
+                                        'after their stamp are rejected (s).'),
     Param('max_start_distance_rad', 0.0, 'Reject a chunk whose first point is farther '
                                          'than this from the measured state (rad; 0 = off).'),
     Param('chunk_limit_policy', 'reject', 'Chunk points outside limits or workspace: '

@@ -4,9 +4,13 @@ A chunk's time base is its stamp (the observation time): step ``k`` is due at
 ``stamp + t_k``. The scheduler keeps a playback clock that normally follows wall time;
 when the remaining horizon drops below the measured delay (inference falling behind), it
 slows playback smoothly down to ``min_playback_speed`` instead of stalling or jumping, and
-returns to full speed when chunks arrive in time. New chunks are blended with the one
-executing (``latest``, ``temporal_ensemble`` or ``crossfade``). Sampling is cubic Hermite
-(C1) by default, or linear.
+returns to full speed when chunks arrive in time. The clock never stays behind: a fresh
+chunk resynchronises it to wall time (the lag, wall time minus the playback clock, is
+dropped with the steps already due, and the new chunk starts from the last command), it
+does not run while the controller is stopped (``sample(run=False)``), and a step due more
+than ``max_lag_s`` ago is never returned. New chunks are blended with the one executing
+(``latest``, ``temporal_ensemble`` or ``crossfade``). Sampling is cubic Hermite (C1) by
+default, or linear.
 
 The scheduler only proposes targets; every target still passes the safety gate.
 """
@@ -14,13 +18,17 @@ The scheduler only proposes targets; every target still passes the safety gate.
 from collections import deque
 from dataclasses import dataclass, field
 import math
-from typing import Deque, List, Optional
+from typing import Deque, List, Optional, Sequence
 
 import numpy as np
 
 BLEND_MODES = ('latest', 'temporal_ensemble', 'crossfade')
 ENSEMBLE_FADE_S = 0.1
 INTERPOLATIONS = ('cubic', 'linear')
+# A lag below this (s) is clock noise, not lateness: a chunk arriving then keeps the blend.
+RESYNC_TOLERANCE_S = 1e-3
+# Chunk intervals and delays are estimated over this many recent chunks (median).
+ESTIMATE_WINDOW = 7
 
 
 @dataclass
@@ -34,6 +42,7 @@ class SchedulerConfig:
     min_playback_speed: float = 0.5
     speed_slew_per_s: float = 2.0      # how fast playback speed may change (1/s)
     delay_margin_s: float = 0.05       # slow down when remaining < delay + margin
+    max_lag_s: float = math.inf        # never return a step due longer ago than this
 
     def __post_init__(self) -> None:
         """Validate; raise ValueError naming the field."""
@@ -47,6 +56,8 @@ class SchedulerConfig:
         for name in ('ensemble_decay', 'crossfade_s', 'speed_slew_per_s', 'delay_margin_s'):
             if not getattr(self, name) >= 0:
                 raise ValueError(f'{name}: must be >= 0')
+        if not self.max_lag_s > 0:
+            raise ValueError('max_lag_s: must be > 0')
 
 
 @dataclass
@@ -60,6 +71,7 @@ class ChunkReport:
     splice_velocity_jump: float    # max |new' - old'| there (rad/s)
     playback_speed: float
     gap_s: float                   # time the previous coverage had already run out
+    lag_s: float = 0.0             # playback lag removed by a resync on this chunk (else 0)
 
 
 @dataclass
@@ -69,6 +81,7 @@ class _Track:
     tangents: np.ndarray           # (N, J) for cubic Hermite
     arrival_tau: float
     index: int                     # arrival order
+    steps: Optional[np.ndarray] = None   # the chunk's own due times (absolute), all points
 
     @property
     def end(self) -> float:
@@ -121,6 +134,9 @@ class SchedulerStats:
     max_splice_velocity_jump: float = 0.0
     min_playback_speed_seen: float = 1.0
     gap_total_s: float = 0.0
+    resyncs: int = 0               # chunks that brought a late playback clock back
+    lag_max_s: float = 0.0         # the largest lag a resync dropped
+    too_late: int = 0              # times the clock fell more than max_lag_s behind
     recent: Deque[ChunkReport] = field(default_factory=lambda: deque(maxlen=200))
 
 
@@ -134,9 +150,10 @@ class ChunkScheduler:
         self._tau: Optional[float] = None
         self._last_now: Optional[float] = None
         self._speed = 1.0
-        self._delay_est = 0.0
-        self._interval_est = 0.0
+        self._delays: Deque[float] = deque(maxlen=ESTIMATE_WINDOW)
+        self._intervals: Deque[float] = deque(maxlen=ESTIMATE_WINDOW)
         self._last_arrival: Optional[float] = None
+        self.too_late = False       # the last sample found the clock beyond max_lag_s
         self._count = 0
         self.speed_cap = 1.0        # an outside limit on playback speed (e.g. surprise)
         self.stats = SchedulerStats()
@@ -163,22 +180,40 @@ class ChunkScheduler:
             return 0.0
         return max(0.0, self._tracks[-1].end - self._tau)
 
-    def lag_s(self, now_s: float) -> float:
-        """Return how late playback runs: ``now_s`` minus the playback clock (0 without one)."""
-        return 0.0 if self._tau is None else float(now_s - self._tau)
+    def lag_s(self) -> float:
+        """Return how late playback runs: the last sample's time minus the playback clock."""
+        if self._tau is None or self._last_now is None:
+            return 0.0
+        return float(self._last_now - self._tau)
 
     def executed_step(self) -> int:
-        """Index of the newest chunk's step most recently passed (-1 before the first)."""
+        """Return the newest chunk's own step index most recently due (-1 before its first).
+
+        ``k`` is the index in the chunk as received (``points[k]``): the last step whose
+        due time ``stamp + time_from_start[k]`` is at or before the playback clock.
+        """
         if not self._tracks or self._tau is None:
             return -1
         tr = self._tracks[-1]
-        return int(np.searchsorted(tr.times, self._tau, side='right')) - 1
+        steps = tr.steps if tr.steps is not None else tr.times
+        return int(np.searchsorted(steps, self._tau, side='right')) - 1
+
+    @property
+    def interval_estimate_s(self) -> float:
+        """Typical interval between chunk arrivals (median of the recent ones; 0 before)."""
+        return _median(self._intervals)
+
+    @property
+    def delay_estimate_s(self) -> float:
+        """Typical chunk delay, arrival minus stamp (median of the recent ones; 0 before)."""
+        return _median(self._delays)
 
     def clear(self) -> None:
         """Forget every chunk (the playback clock re-anchors on the next sample)."""
         self._tracks.clear()
         self._tau = None
         self._speed = 1.0
+        self.too_late = False
 
     def add(self, stamp_s: float, times_s: np.ndarray, positions: np.ndarray, now_s: float,
             current: Optional[np.ndarray] = None,
@@ -186,17 +221,28 @@ class ChunkScheduler:
         """Adopt a validated chunk (absolute ``times_s``) and report on the splice.
 
         ``current`` is the last command and ``current_time_s`` the playback time it was
-        commanded at; the new chunk is blended in from there instead of stepping.
+        commanded at; the new chunk is blended in from there instead of stepping. A late
+        playback clock is resynchronised to ``now_s``: the chunk then starts from
+        ``current`` at ``now_s`` alone (the older chunks' lagging plans are dropped).
         """
         cfg = self.config
         cubic = cfg.interpolation == 'cubic'
+        lag = self.lag_s()
+        if lag > RESYNC_TOLERANCE_S:
+            # The clock is late (slowed down, or held through a stop): catch up at once and
+            # start the new chunk from the last command.
+            self.stats.resyncs += 1
+            self.stats.lag_max_s = max(self.stats.lag_max_s, lag)
+            self._tracks = []
+            self._tau += lag
+            self._speed = min(1.0, self.speed_cap)    # the new chunk starts on time
+            current_time_s = None
+        self.too_late = False
         tau = self._tau if self._tau is not None else now_s
         delay = now_s - stamp_s
-        self._delay_est = max(delay, 0.8 * self._delay_est + 0.2 * delay)
+        self._delays.append(delay)
         if self._last_arrival is not None:
-            gap_s = max(0.0, now_s - self._last_arrival)
-            self._interval_est = max(gap_s, 0.8 * self._interval_est + 0.2 * gap_s) \
-                if self._interval_est else gap_s
+            self._intervals.append(max(0.0, now_s - self._last_arrival))
         self._last_arrival = now_s
         keep = times_s > tau
         dropped = int(np.count_nonzero(~keep))
@@ -211,7 +257,7 @@ class ChunkScheduler:
         if len(times) == 0:     # everything was in the past: keep only the end point
             times, pos = np.array([tau + 1e-3]), positions[-1:]
         track = _Track(times, pos, hermite_tangents(times, pos) if cubic else
-                       np.zeros_like(pos), tau, self._count)
+                       np.zeros_like(pos), tau, self._count, np.asarray(times_s))
         self._count += 1
         jump_p = jump_v = 0.0
         if old is not None and len(times_s) and tau <= old.end:
@@ -227,7 +273,8 @@ class ChunkScheduler:
             self._tracks = [track]
         else:
             self._tracks.append(track)
-        report = ChunkReport(stamp_s, delay, dropped, jump_p, jump_v, self._speed, gap)
+        report = ChunkReport(stamp_s, delay, dropped, jump_p, jump_v, self._speed, gap,
+                             lag if lag > RESYNC_TOLERANCE_S else 0.0)
         s = self.stats
         s.chunks += 1
         s.delay_mean_s += (delay - s.delay_mean_s) / s.chunks
@@ -239,17 +286,26 @@ class ChunkScheduler:
         s.recent.append(report)
         return report
 
-    def sample(self, now_s: float) -> Optional[np.ndarray]:
-        """Advance the playback clock to ``now_s`` and return the target (None: no chunk)."""
+    def sample(self, now_s: float, run: bool = True) -> Optional[np.ndarray]:
+        """Advance the playback clock to ``now_s`` and return the target.
+
+        None: no chunk covers the clock, or (``too_late``) the step due is older than
+        ``max_lag_s``. With ``run=False`` (the controller is stopped) the clock holds.
+        """
         cfg = self.config
         if self._tau is None or self._last_now is None:
             self._tau, self._last_now = now_s, now_s
         dt = now_s - self._last_now
         self._last_now = now_s
-        if dt > 0:
+        if dt > 0 and run:
             self._update_speed(dt)
             self._tau += self._speed * dt
         if not self._tracks:
+            return None
+        if now_s - self._tau > cfg.max_lag_s:     # the step due is older than allowed
+            if not self.too_late:
+                self.stats.too_late += 1
+            self.too_late = True
             return None
         tau = self._tau
         cubic = cfg.interpolation == 'cubic'
@@ -286,8 +342,9 @@ class ChunkScheduler:
         cfg = self.config
         remaining = self.remaining_s()
         # Falling behind: the newest chunk runs out before the next one can be expected
-        # (typical interval between chunks + their delay + a margin).
-        need = self._interval_est + self._delay_est + cfg.delay_margin_s
+        # (typical interval between chunks + their delay + a margin). Medians: one pause
+        # or one slow inference is not "falling behind".
+        need = self.interval_estimate_s + self.delay_estimate_s + cfg.delay_margin_s
         if self._tracks and remaining < need:
             target = max(cfg.min_playback_speed, remaining / need) if need > 0 else 1.0
         else:
@@ -299,3 +356,7 @@ class ChunkScheduler:
         self._speed = min(1.0, max(floor, self._speed))
         self.stats.min_playback_speed_seen = min(self.stats.min_playback_speed_seen,
                                                  self._speed)
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(np.median(values)) if len(values) else 0.0

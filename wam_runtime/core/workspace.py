@@ -1,7 +1,10 @@
 """Cartesian workspace guard: monitored frames inside a box, outside keep-out volumes.
 
-Kinematics come from the URDF (``wam_runtime.core.kinematics``). ``WorkspaceGuard.ok`` is the
-predicate the gate calls on every candidate command; ``point_ok`` checks chunk points.
+Kinematics come from the URDF (``wam_runtime.core.kinematics``). ``WorkspaceGuard.check`` is
+what the gate calls on every candidate command (the command, the straight joint-space path
+the arm would brake along from it, and the end-effector speed); ``point_ok`` checks chunk
+points. The two use separate kinematics data, so chunk validation on another thread never
+races the control tick.
 """
 
 from dataclasses import dataclass
@@ -10,7 +13,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wam_runtime.core.gate import LimitsError
+from wam_runtime.core.gate import BRAKING, EE_SPEED, LimitsError, OUTSIDE
 from wam_runtime.core.kinematics import Kinematics
 
 
@@ -106,7 +109,8 @@ class WorkspaceGuard:
         if config.ee_frame and config.ee_frame not in frames:
             frames.append(config.ee_frame)
         self.config = config
-        self.kin = Kinematics(urdf_text, joint_names, frames)
+        self.kin = Kinematics(urdf_text, joint_names, frames)          # the control tick
+        self.kin_points = Kinematics(urdf_text, joint_names, frames)   # chunk validation
         self._ee = frames.index(config.ee_frame) if config.ee_frame else None
         self.last_violation: Optional[Tuple[str, str]] = None
         self._prev_key: Optional[bytes] = None
@@ -122,30 +126,67 @@ class WorkspaceGuard:
             bad |= vol.contains(mon)
         return cfg.frames[int(np.argmax(bad))] if bad.any() else None
 
+    def set_held(self, values: Mapping[str, float]) -> None:
+        """Set the positions of joints the gate does not command (e.g. measured fingers)."""
+        for kin in (self.kin, self.kin_points):
+            if hasattr(kin, 'set_held'):
+                kin.set_held(values)
+
     def point_ok(self, q: np.ndarray) -> bool:
         """Whether every monitored frame is inside the box and outside the keep-outs."""
-        frame = self._violation(self.kin.positions(q))
+        frame = self._violation(self.kin_points.positions(q))
         if frame is not None:
             self.last_violation = (frame, 'outside workspace')
             return False
         return True
 
-    def ok(self, q: np.ndarray, previous: np.ndarray, dt: float) -> bool:
-        """Whether ``q`` is in the workspace and the end effector is not too fast."""
+    def check(self, q: np.ndarray, previous: np.ndarray, dt: float,
+              path: Optional[np.ndarray] = None, speed: bool = True) -> Optional[str]:
+        """Return None when the command ``q`` is admissible, else why not.
+
+        OUTSIDE: a monitored frame leaves the workspace at ``q``; BRAKING: it would at a
+        point of ``path`` (the positions the arm takes, tick by tick, if it brakes from
+        ``q``); EE_SPEED: the end effector moves faster than its limit from ``previous`` to
+        ``q`` in ``dt``.
+        """
         pts = self.kin.positions(q)
         frame = self._violation(pts)
         if frame is not None:
             self.last_violation = (frame, 'outside workspace')
+            return OUTSIDE
+        if path is not None and len(path) and self._has_volumes():
+            # Every point: the successor's path is the rest of this one, so checking the
+            # same points every tick keeps "brake from here stays inside" true (an exact
+            # invariant); skipping points would let one tick miss what the next one sees.
+            for x in path:
+                frame = self._violation(self.kin.positions(x))
+                if frame is not None:
+                    self.last_violation = (frame, 'braking path leaves the workspace')
+                    return BRAKING
+        if speed and not self._ee_speed_ok(pts, previous, dt):
+            return EE_SPEED
+        return None
+
+    def _has_volumes(self) -> bool:
+        cfg = self.config
+        return bool(cfg.frames) and (cfg.inside is not None or bool(cfg.keep_out_boxes)
+                                     or bool(cfg.keep_out_spheres))
+
+    def _ee_speed_ok(self, pts: np.ndarray, previous: np.ndarray, dt: float) -> bool:
+        if self._ee is None or not np.isfinite(self.config.max_ee_speed_m_s) or dt <= 0:
+            return True
+        key = previous.tobytes()
+        if key != self._prev_key:     # previous is usually the last accepted command
+            self._prev_key, self._prev_ee = key, self.kin.positions(previous)[self._ee]
+        d = pts[self._ee] - self._prev_ee
+        if math.sqrt(float(d @ d)) / dt > self.config.max_ee_speed_m_s + 1e-9:
+            self.last_violation = (self.config.ee_frame, 'end-effector speed')
             return False
-        if self._ee is not None and np.isfinite(self.config.max_ee_speed_m_s) and dt > 0:
-            key = previous.tobytes()
-            if key != self._prev_key:     # previous is usually the last accepted command
-                self._prev_key, self._prev_ee = key, self.kin.positions(previous)[self._ee]
-            d = pts[self._ee] - self._prev_ee
-            if math.sqrt(float(d @ d)) / dt > self.config.max_ee_speed_m_s + 1e-9:
-                self.last_violation = (self.config.ee_frame, 'end-effector speed')
-                return False
         return True
+
+    def ok(self, q: np.ndarray, previous: np.ndarray, dt: float) -> bool:
+        """Whether ``q`` is in the workspace and the end effector is not too fast."""
+        return self.check(q, previous, dt) is None
 
 
 def workspace_from_params(urdf_text: str, joint_names: Sequence[str],

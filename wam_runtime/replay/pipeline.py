@@ -13,9 +13,12 @@ Inference schedule: ``rate`` emulates ``policy_node``: inference starts at the f
 frame once ``0.9 / inference_rate_hz`` has passed since the previous attempt (or earlier with
 the ``remaining`` trigger). ``recorded`` infers on the frames the recorded run inferred on
 (the frames whose stamps the recorded chunks carry), so that replay chunks and recorded
-chunks compare one to one. Either way a skewed observation waits up to
-``max_observation_skew_s`` for its lagging parts, and the chunk reaches the safety
-controller ``inference_delay_s`` later.
+chunks compare one to one. Either way an observation with a lagging part (skewed, or a
+camera whose frame after a pause has not arrived yet) waits up to
+``min(max_observation_skew_s, 1 / inference_rate_hz)`` of bag time for it, a rejection never
+uses up the rate window, and the chunk reaches the safety controller ``inference_delay_s``
+later. Stamps are integer nanoseconds throughout: a replay chunk's stamp is its oldest
+frame's, exactly, and so is what the safety controller and the execution tracker key it by.
 
 Gate: ``open`` enables the safety controller from the start; ``recorded`` opens it when the
 recorded run's gated commands start and closes it (controlled stop) when they stop for
@@ -33,14 +36,14 @@ import numpy as np
 from wam_runtime.core import controller as ctl
 from wam_runtime.core.image import CompressedFrame, FrameError, RawFrame, TensorBuilder
 from wam_runtime.core.inference import OnnxPolicy
+from wam_runtime.core.joint_states import JointStateMerge
 from wam_runtime.core.observation import (
-    JointMapper, NO_NEW_FRAME, NotReady, ObservationAssembler, SKEWED)
+    NO_NEW_FRAME, NotReady, ObservationAssembler)
 from wam_runtime.core.realtime import ExecutionTracker
 from wam_runtime.core.safety_config import SafetySetup
 from wam_runtime.core.surprise import SurpriseMonitor
 from wam_runtime.replay.bag_io import BagWriter, Record, TopicInfo, typestore
 
-_OBSERVATION_REASONS = ('observation_stale', 'observation_skewed', 'observation_from_future')
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
 JOINT_STATE = 'sensor_msgs/msg/JointState'
@@ -177,8 +180,8 @@ def chunk_positions(msg, joint_names: Sequence[str]) -> Optional[Tuple[int, np.n
     return stamp_ns, np.vstack(pts)[:, order]
 
 
-def _stamp_s(header) -> float:
-    return header.stamp.sec + header.stamp.nanosec * 1e-9
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 def _ns(t_s: float) -> int:
@@ -193,7 +196,7 @@ class RunData:
     lower: np.ndarray
     upper: np.ndarray
     commands: List[Tuple[float, np.ndarray]] = field(default_factory=list)
-    chunks: List[Tuple[float, float, np.ndarray]] = field(default_factory=list)  # t, stamp, pts
+    chunks: List[Tuple[float, int, np.ndarray]] = field(default_factory=list)  # t, stamp ns, pts
     events: List[Tuple[float, str, str]] = field(default_factory=list)           # t, reason, joint
     latencies_s: List[float] = field(default_factory=list)
     measured: List[Tuple[float, np.ndarray]] = field(default_factory=list)
@@ -261,7 +264,7 @@ class Messages:
         return self._ser(self._t[FLOAT32](data=float(value)), FLOAT32)
 
     def event(self, reason: str, joint: str, requested: float, allowed: float,
-              chunk_stamp: Optional[float], message: str, hardware_id: str) -> bytes:
+              chunk_stamp_ns: Optional[int], message: str, hardware_id: str) -> bytes:
         """Return the DiagnosticStatus the safety controller publishes on safety/events."""
         t = self._t
         latched = reason in ctl.LATCHING
@@ -273,8 +276,7 @@ class Messages:
             values=[kv(key='reason', value=reason), kv(key='joint', value=joint),
                     kv(key='requested', value=f'{requested:.9g}'),
                     kv(key='allowed', value=f'{allowed:.9g}'),
-                    kv(key='chunk_stamp_s', value='' if chunk_stamp is None
-                       else f'{chunk_stamp:.9f}')])
+                    kv(key='chunk_stamp_s', value=ctl.stamp_text(chunk_stamp_ns))])
         return self._ser(msg, STATUS)
 
 
@@ -312,10 +314,12 @@ class ReplayPipeline:
         self._next_allowed = -math.inf
         self._skew_started: Optional[float] = None
         self._new_frame = False
-        self._policy_map = JointMapper(self.contract.state.joint_names)
+        # Joint states merged per joint, as the nodes do (several drivers, one topic).
+        self._policy_map = JointStateMerge(self.contract.state.joint_names,
+                                           p['max_observation_age_s'])
         self._schedule = None if recorded_stamps_ns is None else \
             sorted(int(s) for s in recorded_stamps_ns)
-        self._last_frame_stamp: Dict[str, float] = {}
+        self._last_frame_stamp: Dict[str, int] = {}
 
         self.safety = safety
         self.core = ctl.SafetyController(safety.config, enabled=not gate_follows_recording,
@@ -324,7 +328,8 @@ class ReplayPipeline:
         self._gate_gap_s = gate_gap_s
         self._last_recorded_cmd = -math.inf
         self._gate_open = not gate_follows_recording
-        self._safety_map = JointMapper(self.core.joint_names)
+        self._safety_map = JointStateMerge(self.core.joint_names,
+                                           safety.config.state_timeout_s)
         self.output_mode = safety.params['output_mode']
         self._period_ns = _ns(safety.config.control_period_s)
         self._next_tick: Optional[int] = None
@@ -342,7 +347,7 @@ class ReplayPipeline:
         self.run = RunData(list(self.core.joint_names), lim.lower.copy(), lim.upper.copy(),
                            dt_s=act.dt_s)
         self._last_log_ns: Optional[int] = None
-        self._last_stamp: Dict[str, float] = {}
+        self._last_stamp: Dict[str, int] = {}
         self.now_ns = 0
 
     # ------------------------------------------------------------------ output
@@ -356,10 +361,10 @@ class ReplayPipeline:
         c[reason] = c.get(reason, 0) + 1
 
     def _event(self, t_ns: int, reason: str, joint: str, requested: float, allowed: float,
-               chunk_stamp: Optional[float], message: str = '') -> None:
+               chunk_stamp_ns: Optional[int], message: str = '') -> None:
         self.run.events.append((t_ns * 1e-9, reason, joint))
         self._out(t_ns, 'safety/events', STATUS,
-                  self.msgs.event(reason, joint, requested, allowed, chunk_stamp, message,
+                  self.msgs.event(reason, joint, requested, allowed, chunk_stamp_ns, message,
                                   'safety_controller'))
 
     # ------------------------------------------------------------------ input
@@ -396,7 +401,7 @@ class ReplayPipeline:
         kind, arg = role
         getattr(self, f'_on_{kind}')(rec, msg, arg)
 
-    def _monotonic(self, topic: str, stamp: float) -> bool:
+    def _monotonic(self, topic: str, stamp: int) -> bool:
         last = self._last_stamp.get(topic)
         if last is not None and stamp < last:
             self.run.skip(f'stamp_backwards:{topic}')
@@ -406,7 +411,7 @@ class ReplayPipeline:
 
     def _on_camera(self, rec: Record, msg, arg) -> None:
         name, compressed = arg
-        stamp = _stamp_s(msg.header)
+        stamp = _stamp_ns(msg.header)
         if not self._monotonic(rec.topic, stamp):
             return
         item = CompressedFrame(msg.data, msg.format) if compressed else RawFrame(
@@ -421,30 +426,39 @@ class ReplayPipeline:
         self._new_frame = True
         self._maybe_infer(rec.t_ns)
 
-    def _scheduled(self, stamp: float, previous: Optional[float]) -> bool:
-        """Whether the recorded run inferred on this frame (a chunk stamp belongs to it)."""
-        hi = _ns(stamp) + 1000
-        lo = hi - 1000 - (_ns(0.5 * (stamp - previous)) if previous is not None
-                          else _ns(self.assembler.max_skew_s if math.isfinite(
-                              self.assembler.max_skew_s) else 0.05))
+    def _scheduled(self, stamp: int, previous: Optional[int]) -> bool:
+        """Whether the recorded run inferred on this frame (a chunk stamp belongs to it).
+
+        Chunk stamps are exact copies of frame stamps; the microsecond of slack above the
+        frame's stamp accepts recordings made before stamps were carried exactly.
+        """
+        hi = stamp + 1000
+        lo = stamp - ((stamp - previous) // 2 if previous is not None
+                      else _ns(self.assembler.max_skew_s if math.isfinite(
+                          self.assembler.max_skew_s) else 0.05))
         i = bisect.bisect_right(self._schedule, lo)
         return i < len(self._schedule) and self._schedule[i] <= hi
 
     def _on_joint_states(self, rec: Record, msg, arg) -> None:
-        stamp = _stamp_s(msg.header)
+        stamp = _stamp_ns(msg.header)
         if not self._monotonic(rec.topic, stamp):
             return
         now = rec.t_ns * 1e-9
         try:
-            q_policy = self._policy_map(msg.name, msg.position)
-            q_safety = self._safety_map(msg.name, msg.position)
-        except ValueError:
+            for merge in (self._policy_map, self._safety_map):
+                merge.update(msg.name, msg.position, now, stamp, rec.topic)
+        except ValueError:          # JointStateError: rejected whole, nothing stored
             self._count_policy('joint_state_rejected')
             self.core.count('joint_state_rejected')
             return
-        self.assembler.put_state(stamp, q_policy)
-        self.core.on_state(q_safety, now)
-        self.run.measured.append((now, q_safety))
+        policy = self._policy_map.merged(now)
+        if policy is not None:
+            self.assembler.put_state(policy.stamp_ns, policy.positions)
+        merged = self._safety_map.merged(now)
+        if merged is None:
+            return
+        self.core.on_state(merged.positions, min(merged.oldest_received_s, now))
+        self.run.measured.append((now, merged.positions))
         if self._skew_started is not None:
             self._maybe_infer(rec.t_ns)
 
@@ -489,16 +503,14 @@ class ReplayPipeline:
             started = self._skew_started
         self._new_frame = False
         try:
-            obs = self.assembler.take(now)
+            obs = self.assembler.take(t_ns)
         except NotReady as exc:
-            if exc.reason == SKEWED and now - started < self._skew_wait_s:
+            if exc.waitable and now - started < self._skew_wait_s:
                 self._skew_started = started   # wait for the lagging part's next message
                 return
             self._skew_started = None
-            if exc.reason in _OBSERVATION_REASONS:
-                self._count_policy(exc.reason)
-                self._next_allowed = started + 0.9 * self._period_s
-            elif exc.reason != NO_NEW_FRAME:
+            # As in policy_node: a rejection never uses up the rate window.
+            if exc.reason != NO_NEW_FRAME:
                 self._count_policy(exc.reason)
             return
         self._skew_started = None
@@ -510,40 +522,40 @@ class ReplayPipeline:
             return
         prefix = None
         if self.contract.prefix is not None:
-            targets, delay_steps = self.tracker.prefix(obs.stamp_s)
+            targets, delay_steps = self.tracker.prefix(obs.stamp_ns)
             prefix = self.policy.prefix_feeds(targets, delay_steps, obs.state)
         out = self.policy.run(tensors, obs.state, prefix=prefix)
         self.run.inferences += 1
         value = None
         if self.surprise is not None:
             value = self.surprise.update(obs.stamp_s, out.embedding, out.predicted_embedding)
-        self._push(t_ns + self.delay_ns, 'chunk', (obs.stamp_s, out.actions, value))
+        self._push(t_ns + self.delay_ns, 'chunk', (obs.stamp_ns, out.actions, value))
 
     def _push(self, t_ns: int, kind: str, payload: Any) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (t_ns, self._seq, kind, payload))
 
     def _deliver_chunk(self, t_ns: int, payload) -> None:
-        stamp_s, actions, surprise = payload
+        stamp_ns, actions, surprise = payload
         now = t_ns * 1e-9
         act = self.contract.action
-        stamp_ns = _ns(stamp_s)
         times_ns = [_ns((k + 1) * act.dt_s) for k in range(len(actions))]
         self._out(t_ns, 'policy/action_chunk', TRAJECTORY,
                   self.msgs.trajectory(act.joint_names, stamp_ns, times_ns, actions))
-        self.tracker.on_published(stamp_s, actions, now)
-        self.tracker.on_delay(now - stamp_s)
-        self.run.chunks.append((now, stamp_s, self._to_safety_order(act.joint_names, actions)))
+        self.tracker.on_published(stamp_ns, actions, now)
+        self.tracker.on_delay((t_ns - stamp_ns) * 1e-9)
+        self.run.chunks.append((now, stamp_ns, self._to_safety_order(act.joint_names, actions)))
         if surprise is not None:
             self._out(t_ns, 'policy/surprise', FLOAT32, self.msgs.float32(surprise))
             self.core.on_surprise(float(np.float32(surprise)), now)
         stamp = stamp_ns * 1e-9      # what the controller reads back from the header
         try:
             self.core.on_chunk(act.joint_names, stamp, [t * 1e-9 for t in times_ns],
-                               actions, now)
+                               actions, now, stamp_ns=stamp_ns)
         except ctl.ChunkError as exc:
             if exc.reason != ctl.CHUNK_DISABLED:
-                self._event(t_ns, exc.reason, '', float('nan'), float('nan'), stamp, str(exc))
+                self._event(t_ns, exc.reason, '', float('nan'), float('nan'), stamp_ns,
+                            str(exc))
 
     def _to_safety_order(self, names: Sequence[str], actions: np.ndarray) -> np.ndarray:
         names = list(names)
@@ -569,13 +581,13 @@ class ReplayPipeline:
         self.run.commands.append((now, result.command))
         if result.chunk_latency_s is not None:
             self.run.latencies_s.append(result.chunk_latency_s)
-        if result.chunk_stamp_s is not None:
+        if result.chunk_stamp_ns is not None:
             sched = self.core.scheduler
-            self.tracker.on_feedback(result.chunk_stamp_s, sched.remaining_s(), sched.speed,
+            self.tracker.on_feedback(result.chunk_stamp_ns, sched.remaining_s(), sched.speed,
                                      now)
         for iv in result.interventions:
             self._event(t_ns, iv.reason, iv.joint, iv.requested, iv.allowed,
-                        result.chunk_stamp_s)
+                        result.chunk_stamp_ns)
 
     def _advance(self, t_ns: int, inclusive: bool) -> None:
         while True:

@@ -17,7 +17,7 @@ only when an inference uses them (``preprocess_on`` chooses).
 import os
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_impl
@@ -29,16 +29,18 @@ from trajectory_msgs.msg import JointTrajectory
 
 from wam_runtime.core.image import FrameError, Prepared, TensorBuilder
 from wam_runtime.core.inference import OnnxPolicy, ProviderConfig
+from wam_runtime.core.joint_states import JointStateError, JointStateMerge
 from wam_runtime.core.observation import (
-    NO_NEW_FRAME, NotReady, Observation, ObservationAssembler, SKEWED)
+    NO_NEW_FRAME, NotReady, Observation, ObservationAssembler)
 from wam_runtime.core.params import POLICY_PARAMS
-from wam_runtime.core.realtime import ExecutionTracker
+from wam_runtime.core.realtime import execution_fields, ExecutionTracker
 from wam_runtime.core.stats import RateMeter, RollingStats
 from wam_runtime.core.surprise import METRICS, SurpriseMonitor
 from wam_runtime.ros.common import (
-    ConfigError, declare_params, diagnostic_array, now_s, run_node, stamp_to_s)
+    ConfigError, declare_params, diagnostic_array, now_ns, now_s, ns_to_time, run_node,
+    stamp_to_ns)
 from wam_runtime.ros.conversions import (
-    compressed_frame, JointStateMapper, raw_frame, s_to_time, trajectory_msg)
+    compressed_frame, JointStateSources, merge_joint_state, raw_frame, trajectory_msg)
 
 PARAMS = POLICY_PARAMS
 
@@ -96,7 +98,11 @@ class PolicyNode(Node):
         self.arrival_time = RollingStats(1000)
         self.assembler = ObservationAssembler(cam_names, p['max_observation_age_s'],
                                               p['max_observation_skew_s'])
-        self.state_mapper = JointStateMapper(contract.state.joint_names)
+        # joint_states from any number of publishers, merged per joint; a state is used
+        # while every contract joint was heard within max_observation_age_s.
+        self.joints = JointStateMerge(contract.state.joint_names, p['max_observation_age_s'])
+        self.joint_sources = JointStateSources(self)
+        self._joints_since: Optional[float] = None
         wm = contract.world_model
         self.surprise = None if wm is None else SurpriseMonitor(
             p['surprise_metric'], max_gap_s=max(2.5 / p['inference_rate_hz'],
@@ -129,6 +135,10 @@ class PolicyNode(Node):
                     Image, f'camera/{name}/image_raw',
                     lambda msg, n=name: self._on_frame(n, msg, raw_frame(msg)),
                     qos_profile_sensor_data))
+        for topic in p['extra_joint_state_topics'] or []:
+            self._subs.append(self.create_subscription(
+                JointState, topic, lambda msg, info, t=topic: self._on_joints(msg, info, t),
+                qos_profile_sensor_data))
         self._subs.append(self.create_subscription(JointState, 'joint_states', self._on_joints,
                                                    qos_profile_sensor_data))
         self.tracker = ExecutionTracker(contract.action.dt_s, contract.action.horizon)
@@ -162,27 +172,46 @@ class PolicyNode(Node):
     def _on_frame(self, camera: str, msg, item) -> None:
         t = time.monotonic()
         self.frames_in[camera].tick(t)
-        self.assembler.put_frame(camera, stamp_to_s(msg.header.stamp), item, t)
+        self.assembler.put_frame(camera, stamp_to_ns(msg.header.stamp), item, t)
         self._new_frame.set()
         self._new_data.set()
         # Hand the GIL to the inference worker now rather than when the executor next blocks
         # (a few hundred microseconds of executor bookkeeping later).
         time.sleep(0)
 
-    def _on_joints(self, msg: JointState) -> None:
+    def _on_joints(self, msg: JointState, info, topic: str = 'joint_states') -> None:
+        now = now_s(self)
+        source = self.joint_sources.key(topic, info)
         try:
-            q = self.state_mapper.positions(msg)
-        except ValueError:
+            merge_joint_state(self.joints, msg, now, source)
+        except JointStateError as exc:
             self._count('joint_state_rejected')
+            self.get_logger().warning(
+                f'joint_states from {self.joint_sources.describe(source)} rejected: {exc}',
+                throttle_duration_sec=5.0)
             return
-        self.assembler.put_state(stamp_to_s(msg.header.stamp), q)
+        merged = self.joints.merged(now)
+        if merged is None:
+            if self._joints_since is None:
+                self._joints_since = now
+            elif now - self._joints_since > max(self.assembler.max_age_s, 1.0):
+                self.get_logger().warning(
+                    f'joint_states incomplete: '
+                    f'{self.joints.report(now, self.joint_sources.describe)}',
+                    throttle_duration_sec=5.0)
+            return
+        self._joints_since = None
+        # Stamped with its oldest joint's stamp: an observation is as old as its oldest part.
+        self.assembler.put_state(merged.stamp_ns, merged.positions)
         self._new_data.set()
 
     def _on_execution(self, msg: Float64MultiArray) -> None:
-        if len(msg.data) >= 5:
-            sec, nanosec, _, remaining, speed = msg.data[:5]
-            stamp = int(sec) + int(nanosec) * 1e-9   # TODO(issue 12): keep integer ns
-            self.tracker.on_feedback(stamp, remaining, speed, now_s(self))
+        fields = execution_fields([d.label for d in msg.layout.dim], msg.data)
+        if fields is None:
+            self._count('execution_feedback_rejected')
+            return
+        self.tracker.on_feedback(fields['chunk_stamp_ns'], fields['remaining_s'],
+                                 fields['playback_speed'], now_s(self))
 
     def _prepare_arrived(self) -> None:
         """Turn the latest raw frame of every on-arrival camera into its model tensor."""
@@ -212,17 +241,19 @@ class PolicyNode(Node):
                 continue
             started = time.monotonic()
             try:
-                attempted = self._infer()
+                ran = self._infer()
             except _rclpy_impl.RCLError:
                 if self.context.ok():
                     raise
                 return   # rclpy shut down while this thread was publishing
             except Exception as exc:  # noqa: B902 - keep the worker alive; fail closed
                 # No chunk is published, so the safety controller times out and holds.
-                attempted = True
+                ran = True
                 self._count('inference_error')
                 self.get_logger().error(f'inference failed: {exc}', throttle_duration_sec=5.0)
-            if attempted:
+            # Only an inference that ran uses up the rate window: a rejected observation
+            # never delays the next complete one.
+            if ran:
                 next_allowed = started + 0.9 * self._period_s
 
     def destroy_node(self) -> None:
@@ -238,31 +269,32 @@ class PolicyNode(Node):
             self.tensors.close()
         super().destroy_node()
 
-    def _take(self) -> Tuple[Optional[Observation], bool]:
-        """Return (observation or None, whether this counts as an inference attempt)."""
+    def _take(self) -> Optional[Observation]:
+        """Return the next observation, or None after counting why there is none.
+
+        A part lagging behind the others (skew, or a camera whose frame after a pause has
+        not arrived yet) is waited for up to ``min(max_observation_skew_s, period)``.
+        """
         deadline = time.monotonic() + self._skew_wait_s
         while True:
             self._new_frame.clear()
             self._new_data.clear()
             try:
-                return self.assembler.take(now_s(self)), True
+                return self.assembler.take(now_ns(self))
             except NotReady as exc:
                 left = deadline - time.monotonic()
-                if exc.reason == SKEWED and left > 0 and self._running:
+                if exc.waitable and left > 0 and self._running:
                     self._new_data.wait(left)      # the lagging camera's frame or state
                     continue
-                if exc.reason in _OBSERVATION_REASONS:
-                    self._count(exc.reason)
-                    return None, True
                 if exc.reason != NO_NEW_FRAME:
                     self._count(exc.reason)
-                return None, False
+                return None
 
     def _infer(self) -> bool:
-        """Run one inference if an observation is ready; return whether one was attempted."""
-        obs, attempted = self._take()
+        """Run one inference if an observation is ready; return whether one ran."""
+        obs = self._take()
         if obs is None:
-            return attempted
+            return False
         if obs.received_s is not None:
             self.wakeup.add(time.monotonic() - obs.received_s)
         t0 = time.perf_counter()
@@ -271,17 +303,18 @@ class PolicyNode(Node):
         except FrameError as exc:
             self._count(f'frame_{exc.reason}')
             self.get_logger().warning(f'frame rejected: {exc}', throttle_duration_sec=5.0)
-            return True
+            return False
         self.preprocess_time.add(time.perf_counter() - t0)
         prefix = None
         if self.contract.prefix is not None:
-            targets, delay_steps = self.tracker.prefix(obs.stamp_s)
+            targets, delay_steps = self.tracker.prefix(obs.stamp_ns)
             prefix = self.policy.prefix_feeds(targets, delay_steps, obs.state)
         out = self.policy.run(tensors, obs.state, prefix=prefix)
         act = self.contract.action
-        self.chunk_pub.publish(trajectory_msg(act.joint_names, s_to_time(obs.stamp_s),
+        # The header stamp is built from the integer stamp: exactly the oldest part's.
+        self.chunk_pub.publish(trajectory_msg(act.joint_names, ns_to_time(obs.stamp_ns),
                                               act.dt_s, out.actions))
-        self.tracker.on_published(obs.stamp_s, out.actions, now_s(self))
+        self.tracker.on_published(obs.stamp_ns, out.actions, now_s(self))
         self.tracker.on_delay(now_s(self) - obs.stamp_s)
         published = time.monotonic()
         if obs.received_s is not None:
@@ -328,6 +361,12 @@ class PolicyNode(Node):
                            'surprise_count': s['count']})
         for name, meter in self.frames_in.items():
             values[f'camera_{name}_rate_hz'] = meter.rate_hz()
+        now = now_s(self)
+        values.update({'joint_states_missing': ','.join(self.joints.missing()) or 'none',
+                       'joint_states_stale': ','.join(self.joints.stale(now)) or 'none',
+                       'joint_states_sources': len(self.joints.sources),
+                       'joint_states_unknown_names': ','.join(sorted(self.joints.unknown))
+                       or 'none'})
         values.update({f'rejected_{k}': v for k, v in sorted(counters.items())})
         bad = sum(v for k, v in counters.items() if k.startswith(('frame_', 'joint_state')))
         recent = {k: counters.get(k, 0) - self._reported.get(k, 0)

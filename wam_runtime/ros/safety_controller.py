@@ -13,12 +13,14 @@ controlled stop and closes it. With ``autostart`` the node configures and activa
 Everything it publishes has left ``wam_runtime.core.gate``.
 """
 
+import sys
 import threading
 import time
 from typing import List, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_impl
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -36,13 +38,14 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from wam_runtime.core import controller as ctl
 from wam_runtime.core.incident import IncidentRecorder
+from wam_runtime.core.joint_states import JointStateError, JointStateMerge
 from wam_runtime.core.params import SAFETY_PARAMS
 from wam_runtime.core.safety_config import build_safety
 from wam_runtime.core.stats import RateMeter, RollingStats
-from wam_runtime.ros.common import declare_params, diagnostic_array, now_s, \
-    run_node, stamp_to_s
-from wam_runtime.ros.conversions import float_array, JointStateMapper, s_to_duration, \
-    trajectory_arrays
+from wam_runtime.ros.chunk_intake import CdrError, ChunkIntake, TrajectoryReader
+from wam_runtime.ros.common import declare_params, diagnostic_array, now_s, run_node
+from wam_runtime.ros.conversions import float_array, JointStateSources, \
+    merge_joint_state, s_to_duration, trajectory_arrays
 
 T = Parameter.Type
 
@@ -53,7 +56,8 @@ PARAMS = SAFETY_PARAMS
 # chunk's stamp travels as its two integer fields (exact in float64), never as float seconds.
 EXECUTION_FIELDS = ('chunk_stamp_sec', 'chunk_stamp_nanosec', 'executed_step', 'remaining_s',
                     'playback_speed', 'lag_s')
-STOP_EVENTS = (ctl.COMMAND_TIMEOUT, ctl.STATE_TIMEOUT, ctl.CHUNK_EXHAUSTED) + ctl.LATCHING
+STOP_EVENTS = (ctl.COMMAND_TIMEOUT, ctl.STATE_TIMEOUT, ctl.CHUNK_EXHAUSTED,
+               ctl.EXECUTION_LATE) + ctl.LATCHING
 
 
 class SafetyControllerNode(LifecycleNode):
@@ -79,6 +83,7 @@ class SafetyControllerNode(LifecycleNode):
     # ------------------------------------------------------------------ lifecycle
     def _build_core(self) -> ctl.SafetyController:
         setup = build_safety(self.params)
+        self._guard = getattr(setup, 'workspace', None)    # fed measured held joints
         if setup.limits_table:
             self.get_logger().info('effective limits:\n' + setup.limits_table)
         return ctl.SafetyController(setup.config, enabled=False, governor=setup.governor)
@@ -93,7 +98,14 @@ class SafetyControllerNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         p = self.params
         limits = self.core.config.limits
-        self.mapper = JointStateMapper(limits.joint_names)
+        # joint_states from any number of publishers, merged per joint; the core sees a
+        # state only while every commanded joint is fresh (state_timeout_s per joint).
+        # Joints the gate does not command but the workspace's kinematics hold (fingers, a
+        # second arm): kept at their measured values, mimic joints follow their leader.
+        self._held = list(getattr(getattr(self._guard, 'kin', None), 'held_names', ()))
+        self.joints = JointStateMerge(limits.joint_names, p['state_timeout_s'], self._held)
+        self.joint_sources = JointStateSources(self)
+        self._joints_since: Optional[float] = None
         self.latency = RollingStats(2000)
         self.tick_time = RollingStats(2000)
         self.tick_jitter = RollingStats(2000)
@@ -119,16 +131,29 @@ class SafetyControllerNode(LifecycleNode):
         self._exec_layout = MultiArrayLayout(dim=[        # built once, sent every tick
             MultiArrayDimension(label=label, size=1, stride=1) for label in EXECUTION_FIELDS])
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        # E-stop, enable and reset in their own callback group: with a multi-threaded
+        # executor they would run beside chunk traffic; with the default single thread they
+        # wait at most for one short callback (chunks are only handed over there).
+        self._safety_group = MutuallyExclusiveCallbackGroup()
+        self._chunk_group = MutuallyExclusiveCallbackGroup()
         self._entities = [
             self.cmd_pub, self.event_pub, self.exec_pub, self.diag_pub,
             self.create_subscription(JointTrajectory, 'policy/action_chunk', self._on_chunk,
-                                     QoSProfile(depth=10), raw=True),
+                                     QoSProfile(depth=10), raw=True,
+                                     callback_group=self._chunk_group),
             self.create_subscription(JointState, 'joint_states', self._on_joints,
                                      qos_profile_sensor_data, raw=True),
-            self.create_subscription(Bool, 'safety/estop', self._on_estop, qos),
+            *[self.create_subscription(
+                JointState, topic, lambda raw, info, t=topic: self._on_joints(raw, info, t),
+                qos_profile_sensor_data, raw=True)
+              for topic in p['extra_joint_state_topics'] or []],
+            self.create_subscription(Bool, 'safety/estop', self._on_estop, qos,
+                                     callback_group=self._safety_group),
             self.create_subscription(Float32, 'policy/surprise', self._on_surprise, qos),
-            self.create_service(SetBool, 'safety/enable', self._on_enable),
-            self.create_service(Trigger, 'safety/reset', self._on_reset),
+            self.create_service(SetBool, 'safety/enable', self._on_enable,
+                                callback_group=self._safety_group),
+            self.create_service(Trigger, 'safety/reset', self._on_reset,
+                                callback_group=self._safety_group),
             self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics),
         ]
         # The control tick runs on its own thread with absolute deadlines: an executor
@@ -137,6 +162,8 @@ class SafetyControllerNode(LifecycleNode):
         self._tick_thread = threading.Thread(target=self._tick_loop, name='control_tick',
                                              daemon=True)
         self._tick_thread.start()
+        self.intake_ms = RollingStats(500)
+        self.intake = ChunkIntake(self._handle_chunk, on_drop=self._chunk_dropped)
         self.mode = ctl.MODE_DISABLED
         self.get_logger().info(f'configured: gating {list(limits.joint_names)} at '
                                f'{p["control_rate_hz"]:.0f} Hz -> {self.cmd_topic}')
@@ -169,6 +196,9 @@ class SafetyControllerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_ticks(self) -> None:
+        intake = getattr(self, 'intake', None)
+        if intake is not None:
+            intake.stop()
         self._ticking = False
         thread = getattr(self, '_tick_thread', None)
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
@@ -222,32 +252,84 @@ class SafetyControllerNode(LifecycleNode):
         if self.recorder is not None:
             self.recorder.add(self.get_clock().now().nanoseconds, topic, msgtype, data)
 
-    def _on_joints(self, raw: bytes) -> None:
-        self._record('joint_states', 'sensor_msgs/msg/JointState', raw)
-        try:
-            q = self.mapper.positions(deserialize_message(raw, JointState))
-        except ValueError:
-            with self._lock:
-                self.core.count('joint_state_rejected')
-            return
-        with self._lock:
-            self.core.on_state(q, now_s(self))
-
-    def _on_chunk(self, raw: bytes) -> None:
-        self._record('policy/action_chunk', 'trajectory_msgs/msg/JointTrajectory', raw)
-        msg = deserialize_message(raw, JointTrajectory)
-        names, times, positions = trajectory_arrays(msg)
-        stamp = stamp_to_s(msg.header.stamp)
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+    def _on_joints(self, raw: bytes, info, topic: str = 'joint_states') -> None:
+        self._record(topic, 'sensor_msgs/msg/JointState', raw)
+        now = now_s(self)
+        source = self.joint_sources.key(topic, info)
         with self._lock:
             try:
-                self.core.on_chunk(names, stamp, times, positions, now_s(self), stamp_ns)
+                merge_joint_state(self.joints, deserialize_message(raw, JointState), now,
+                                  source)
+            except JointStateError as exc:
+                self.core.count('joint_state_rejected')
+                self.get_logger().warning(
+                    f'joint_states from {self.joint_sources.describe(source)} rejected: {exc}',
+                    throttle_duration_sec=5.0)
                 return
-            except ctl.ChunkError as exc:
-                error = exc
+            if self._held and self._guard is not None:
+                self._guard.set_held(self.joints.values(self._held))
+            merged = self.joints.merged(now)
+            if merged is not None:
+                # The state is as old as its oldest joint: state_timeout_s applies per joint.
+                self.core.on_state(merged.positions, min(merged.oldest_received_s, now))
+        if self._joints_since is None:
+            self._joints_since = now
+        if merged is None and now - self._joints_since > max(self.params['state_timeout_s'],
+                                                             1.0):
+            self.get_logger().warning(
+                f'joint_states incomplete: '
+                f'{self.joints.report(now, self.joint_sources.describe)}',
+                throttle_duration_sec=5.0)
+
+    def _on_chunk(self, raw: bytes) -> None:
+        # Executor thread: record and hand over; decoding happens on the intake thread.
+        self._record('policy/action_chunk', 'trajectory_msgs/msg/JointTrajectory', raw)
+        self.intake.put(raw, now_s(self))
+
+    def _chunk_dropped(self, received_s: float) -> None:
+        """Count, with its reason, a chunk dropped unread behind a full intake queue."""
+        error = ctl.ChunkError(ctl.CHUNK_BACKLOG, 'dropped unread: chunks arrive faster '
+                                                  'than they can be checked')
+        with self._lock:
+            self.core.reject(error, now_s(self))
+        self.get_logger().warning(f'chunk rejected: {error}', throttle_duration_sec=1.0)
+        self._event(error.reason, '', float('nan'), float('nan'), None, str(error))
+
+    def _handle_chunk(self, raw: bytes, received_s: float) -> None:
+        """Intake thread: size check, decode, validate; only the adoption takes the lock."""
+        t0 = time.perf_counter()
+        stamp_ns = None
+        try:
+            try:
+                reader = TrajectoryReader(raw)
+            except CdrError:          # an encapsulation this reader does not know
+                msg = deserialize_message(raw, JointTrajectory)
+                names, times, positions = trajectory_arrays(msg)
+                stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            else:
+                stamp_ns, names = reader.stamp_ns, reader.joint_names
+                limit = self.core.config.max_chunk_points
+                if reader.points > limit:
+                    raise ctl.ChunkError(ctl.CHUNK_TOO_LARGE, f'{reader.points} points '
+                                                              f'(max_chunk_points {limit})')
+                try:
+                    times, positions = reader.decode()
+                except CdrError as exc:
+                    raise ctl.ChunkError(ctl.CHUNK_SHAPE, str(exc)) from None
+            stamp = stamp_ns * 1e-9
+            chunk = self.core.prepare_chunk(names, stamp, times, positions, now_s(self),
+                                            stamp_ns)
+            with self._lock:
+                self.core.adopt_chunk(chunk, now_s(self))
+            self.intake_ms.add((time.perf_counter() - t0) * 1e3)
+            return
+        except ctl.ChunkError as exc:
+            error = exc
+        with self._lock:
+            self.core.reject(error, now_s(self))
         if error.reason != ctl.CHUNK_DISABLED:
             self.get_logger().warning(f'chunk rejected: {error}', throttle_duration_sec=1.0)
-            self._event(error.reason, '', float('nan'), float('nan'), stamp, str(error))
+            self._event(error.reason, '', float('nan'), float('nan'), stamp_ns, str(error))
 
     def _on_estop(self, msg: Bool) -> None:
         self._record('safety/estop', 'std_msgs/msg/Bool', serialize_message(msg))
@@ -305,25 +387,25 @@ class SafetyControllerNode(LifecycleNode):
         if result.chunk_latency_s is not None:
             self.latency.add(result.chunk_latency_s)
         if result.chunk_stamp_ns is not None:
-            self._publish_execution(result.chunk_stamp_ns, now)
+            self._publish_execution(result.chunk_stamp_ns)
         for iv in result.interventions:
-            self._event(iv.reason, iv.joint, iv.requested, iv.allowed, result.chunk_stamp_s)
+            self._event(iv.reason, iv.joint, iv.requested, iv.allowed, result.chunk_stamp_ns)
             if iv.reason in STOP_EVENTS:
                 self.get_logger().warning(f'{iv.reason}: controlled stop')
                 if self.recorder is not None:
                     self.recorder.trigger(self.get_clock().now().nanoseconds, iv.reason)
         self.tick_time.add(time.perf_counter() - t0)
 
-    def _publish_execution(self, chunk_stamp_ns: int, now: float) -> None:
+    def _publish_execution(self, chunk_stamp_ns: int) -> None:
         sched = self.core.scheduler
         sec, nanosec = divmod(int(chunk_stamp_ns), 1_000_000_000)
         msg = Float64MultiArray(layout=self._exec_layout,
                                 data=[float(sec), float(nanosec), float(sched.executed_step()),
-                                      sched.remaining_s(), sched.speed, sched.lag_s(now)])
+                                      sched.remaining_s(), sched.speed, sched.lag_s()])
         self.exec_pub.publish(msg)
 
     def _event(self, reason: str, joint: str, requested: float, allowed: float,
-               chunk_stamp: Optional[float], message: str = '') -> None:
+               chunk_stamp_ns: Optional[int], message: str = '') -> None:
         latched = reason in ctl.LATCHING
         level = DiagnosticStatus.ERROR if latched else DiagnosticStatus.WARN
         ev = DiagnosticStatus(level=level, name=reason, hardware_id=self.get_name(),
@@ -332,8 +414,7 @@ class SafetyControllerNode(LifecycleNode):
         ev.values = [KeyValue(key='reason', value=reason), KeyValue(key='joint', value=joint),
                      KeyValue(key='requested', value=f'{requested:.9g}'),
                      KeyValue(key='allowed', value=f'{allowed:.9g}'),
-                     KeyValue(key='chunk_stamp_s', value='' if chunk_stamp is None
-                              else f'{chunk_stamp:.9f}')]
+                     KeyValue(key='chunk_stamp_s', value=ctl.stamp_text(chunk_stamp_ns))]
         self.event_pub.publish(ev)
         self._record('safety/events', 'diagnostic_msgs/msg/DiagnosticStatus',
                      serialize_message(ev))
@@ -342,6 +423,16 @@ class SafetyControllerNode(LifecycleNode):
                 burst = self.core.counters.get(reason, 0)
             if burst in (5, 50, 500):   # a burst of rejections, not every one
                 self.recorder.trigger(self.get_clock().now().nanoseconds, f'{reason}_burst')
+
+    def _joint_state_values(self) -> dict:
+        now = now_s(self)
+        with self._lock:
+            j = self.joints
+            return {'joint_states_missing': ','.join(j.missing()) or 'none',
+                    'joint_states_stale': ','.join(j.stale(now)) or 'none',
+                    'joint_states_sources': len(j.sources),
+                    'joint_states_unknown_names': ','.join(sorted(j.unknown)) or 'none',
+                    'count_joint_state_unknown_name': sum(j.unknown.values())}
 
     def _publish_diagnostics(self) -> None:
         with self._lock:
@@ -368,6 +459,12 @@ class SafetyControllerNode(LifecycleNode):
             'playback_speed': self.core.scheduler.speed,
             'playback_speed_min': sched.min_playback_speed_seen,
             'coverage_gap_s_total': sched.gap_total_s,
+            'playback_lag_ms': self.core.scheduler.lag_s() * 1e3,
+            'playback_resyncs': sched.resyncs,
+            'playback_lag_resynced_ms_max': sched.lag_max_s * 1e3,
+            'chunk_intake_dropped': self.intake.dropped,
+            'chunk_intake_ms_p50': self.intake_ms.summary(1.0)['p50'],
+            'chunk_intake_ms_p99': self.intake_ms.summary(1.0)['p99'],
         })
         recent = list(sched.recent)
         if recent:
@@ -381,9 +478,11 @@ class SafetyControllerNode(LifecycleNode):
             values['incidents_written'] = len(self.recorder.written)
             values['incidents_deleted_for_space'] = len(self.recorder.deleted)
             values['incident_write_errors'] = len(self.recorder.errors)
+            values['incident_messages_left_out'] = self.recorder.left_out
             if len(self.recorder.errors) > self._incident_errors_seen:
                 self._incident_errors_seen = len(self.recorder.errors)
                 self.get_logger().error(f'incident bag not written: {self.recorder.errors[-1]}')
+        values.update(self._joint_state_values())
         values.update({f'count_{k}': v for k, v in sorted(counters.items())})
         if fault:
             level, message = DiagnosticStatus.ERROR, f'fault latched: {fault}'
@@ -397,6 +496,12 @@ class SafetyControllerNode(LifecycleNode):
 
 def main(args: Optional[List[str]] = None) -> int:
     """Entry point (console script ``safety_controller``)."""
+    # The control tick, the executor (e-stop) and chunk intake are threads of one process:
+    # hand the GIL over every 1 ms (default 5 ms) so none waits long for another.
+    sys.setswitchinterval(0.001)
+    # One executor thread (rclpy's MultiThreadedExecutor costs a whole core here and halves
+    # the tick rate on two cores): its callbacks are all short, since chunks only hand
+    # their bytes to the intake thread; the control tick has its own thread.
     return run_node(lambda a: SafetyControllerNode(), args)
 
 
