@@ -428,11 +428,13 @@ class SafetyControllerNode(LifecycleNode):
         now = now_s(self)
         with self._lock:
             j = self.joints
-            return {'joint_states_missing': ','.join(j.missing()) or 'none',
-                    'joint_states_stale': ','.join(j.stale(now)) or 'none',
-                    'joint_states_sources': len(j.sources),
-                    'joint_states_unknown_names': ','.join(sorted(j.unknown)) or 'none',
-                    'count_joint_state_unknown_name': sum(j.unknown.values())}
+            values = {'joint_states_missing': ','.join(j.missing()) or 'none',
+                      'joint_states_stale': ','.join(j.stale(now)) or 'none',
+                      'joint_states_sources': len(j.sources),
+                      'joint_states_unknown_names': ','.join(sorted(j.unknown)) or 'none'}
+            if j.unknown:       # a counter like the others: present once it counted
+                values['count_joint_state_unknown_name'] = sum(j.unknown.values())
+            return values
 
     def _publish_diagnostics(self) -> None:
         with self._lock:
