@@ -230,7 +230,7 @@ def _guard():
 
 
 def _floor_q2():
-    """Return joint_2 (from HOME) where the end effector is 5 mm above the box floor."""
+    """Return joint_2 (from HOME) where the end effector is 0.5 mm above the box floor."""
     cfg = WorkspaceConfig.from_params(['ee_link'], [], [], [], '', 0.0)
     with open(URDF_PATH, encoding='utf-8') as f:
         g = WorkspaceGuard(f.read(), JOINTS, cfg)
@@ -239,7 +239,7 @@ def _floor_q2():
         mid = 0.5 * (lo + hi)
         q = HOME.copy()
         q[1] = mid
-        lo, hi = (mid, hi) if g.kin.positions(q)[0][2] > 0.02 else (lo, mid)
+        lo, hi = (mid, hi) if g.kin.positions(q)[0][2] > 0.0155 else (lo, mid)
     return lo
 
 

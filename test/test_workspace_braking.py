@@ -6,13 +6,15 @@ jerk limit: the gate slows down approaching a wall instead of stopping dead, and
 end-effector speed limit scales the motion within the acceleration limit.
 """
 
+import math
 import os
 
 from hypothesis import given, settings, strategies as st
 import numpy as np
 
 from wam_runtime.core.gate import (
-    EE_SPEED_LIMIT, gate_step, GateState, WORKSPACE_HOLD, WORKSPACE_LIMIT)
+    braking_path, braking_reach, EE_SPEED_LIMIT, gate_step, GateState, JointLimits,
+    WORKSPACE_HOLD, WORKSPACE_LIMIT)
 from wam_runtime.core.limits import resolve_limits
 from wam_runtime.core.workspace import WorkspaceConfig, WorkspaceGuard
 from wam_runtime.processes import REPO_ROOT
@@ -118,3 +120,21 @@ def test_end_effector_speed_limit_scales_within_the_acceleration_limit():
     assert speeds[-1] <= 0.1 + 1e-6                        # the limit is reached ...
     assert min(speeds[:5]) > 0.1                           # ... by braking, not in one tick
     assert speeds[-1] > 0.05                               # still moving
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.5, 3.0), st.sampled_from([math.inf, 2.0, 10.0, 30.0]),
+                          st.sampled_from([math.inf, 1000.0, 5000.0]),
+                          st.floats(-1, 1), st.floats(-1, 1)), min_size=1, max_size=4),
+       st.sampled_from([0.002, 0.004, 0.01]))
+def test_braking_reach_bounds_every_joints_travel_on_the_braking_path(joints, dt):
+    """The cheap bound that lets the gate skip the path near no wall is never exceeded."""
+    n = len(joints)
+    vmax, amax, jmax, vf, af = (np.array(c, dtype=float) for c in zip(*joints))
+    lim = JointLimits.create([f'j{i}' for i in range(n)], [-10.0] * n, [10.0] * n, vmax,
+                             amax, jmax)
+    state = GateState(np.zeros(n), vf * vmax, af * np.where(np.isfinite(amax), amax, 50.0))
+    path = braking_path(state, lim, dt)
+    reach = braking_reach(state, lim, dt)
+    if path is not None and len(path):
+        assert np.all(np.abs(path - state.position).max(axis=0) <= reach + 1e-12)

@@ -53,7 +53,7 @@ SCALING_MODES = ('uniform', 'per_joint')
 FAR = 1e150
 # Workspace: braking paths are simulated for at most this many ticks; the admissible
 # point between braking and the request is found to 1/2**BISECTIONS of the step.
-BRAKE_STEPS_MAX = 400
+BRAKE_STEPS_MAX = 1000
 BISECTIONS = 7
 # A step shorter than ROS time's resolution (s) is no step: the gate holds.
 MIN_DT = 1e-9
@@ -142,6 +142,14 @@ class JointLimits:
         ramp = np.zeros(len(self.joint_names))
         ramp[finite] = 2.0 * self.max_acceleration[finite] / self.max_jerk[finite]
         object.__setattr__(self, 'brake_ramp_s', ramp)
+        # For braking_reach: the finite limits and their inverses (0 where unlimited).
+        fa, fj = np.isfinite(self.max_acceleration), np.isfinite(self.max_jerk)
+        object.__setattr__(self, '_finite_acc', fa)
+        object.__setattr__(self, '_acc_or_0', np.where(fa, self.max_acceleration, 0.0))
+        object.__setattr__(self, '_half_inv_acc', np.where(fa, 0.5 / np.where(
+            fa, self.max_acceleration, 1.0), 0.0))
+        object.__setattr__(self, '_inv_jerk', np.where(fj, 1.0 / np.where(
+            fj, self.max_jerk, 1.0), 0.0))
 
 
 @dataclass(frozen=True)
@@ -336,25 +344,65 @@ def gate_step(requested: Sequence[float], state: GateState, limits: JointLimits,
     return GateResult(cmd, out, state.advance(cmd, elapsed))
 
 
+def braking_reach(state: GateState, limits: JointLimits, dt: float) -> np.ndarray:
+    """Return, per joint, a bound on how far it travels braking from ``state``.
+
+    Each joint on its own, as ``braking_path`` brakes it, in either direction: while its
+    acceleration (whichever sign) is ramped away under the jerk limit the speed changes by
+    at most a^2 / 2j, then the ramp to full deceleration, then v^2 / 2a, plus two steps,
+    with a 25% allowance for the discrete steps. Without an acceleration limit: two steps
+    at the current speed.
+    """
+    v = np.minimum(np.abs(state.velocity), FAR)
+    a = np.minimum(np.abs(state.acceleration), FAR)   # either way: it may turn the joint
+    inv_j = limits._inv_jerk
+    peak = v + 0.5 * a * a * inv_j
+    travel = peak * ((a + limits._acc_or_0) * inv_j + 2.0 * dt) \
+        + peak * peak * limits._half_inv_acc
+    if not limits._finite_acc.all():
+        # No acceleration limit: with a jerk limit the speed still needs a triangle of
+        # acceleration, 2 sqrt(v / j) long, to reach 0; with neither, one step.
+        jerk_only = peak * (a * inv_j + 2.0 * np.sqrt(peak * inv_j) + 2.0 * dt)
+        travel = np.where(limits._finite_acc, travel,
+                          np.where(inv_j > 0, jerk_only, v * dt))
+    return np.minimum(1.25 * travel + v * dt, FAR)
+
+
 def braking_path(state: GateState, limits: JointLimits, dt: float,
-                 margin_rad: float = 0.0, max_steps: int = BRAKE_STEPS_MAX) -> np.ndarray:
+                 margin_rad: float = 0.0,
+                 max_steps: Optional[int] = None) -> Optional[np.ndarray]:
     """Return the positions the gate would command braking from ``state``, until rest.
+
+    None when the arm is not at rest after ``max_steps`` steps (by default four times what a
+    jerk-limited stop takes, at most BRAKE_STEPS_MAX): such a path is not checked, the
+    command is treated as not admissible.
 
     Every joint brakes as hard as its own limits allow (the gate's own bounds, tick by
     tick, so the jerk ramp and the braking distance to the position limits are included).
     This is exactly the path of the fallback braking step, so a state whose braking path is
     inside the workspace has a successor whose braking path is too (the rest of the same).
     """
+    if max_steps is None:
+        v, a = np.abs(state.velocity), np.abs(state.acceleration)
+        amax, jmax = limits.max_acceleration, limits.max_jerk
+        with np.errstate(invalid='ignore', divide='ignore'):
+            ramp = np.where(np.isfinite(jmax), (a + amax) / jmax, 0.0)
+            peak = v + np.where(np.isfinite(jmax), a * a / (2.0 * jmax), 0.0)
+            t_stop = np.where(np.isfinite(amax), peak / amax + ramp, 0.0)
+        t_max = float(np.nan_to_num(t_stop, nan=np.inf).max()) if t_stop.size else 0.0
+        max_steps = int(min(BRAKE_STEPS_MAX, 4.0 * t_max / max(dt, MIN_DT) + 50))
     out = []
-    for _ in range(max_steps):
-        if not np.any(np.abs(state.velocity) > 1e-9) and \
-                not np.any(np.abs(state.acceleration) > 1e-6):
-            break
+    for _ in range(max_steps + 1):
+        # At rest to within 1e-6 rad/s and 1e-3 rad/s^2: what is left to travel is below
+        # a nanoradian (the jerk-limited gate otherwise creeps towards exact zero).
+        if not np.any(np.abs(state.velocity) > 1e-6) and \
+                not np.any(np.abs(state.acceleration) > 1e-3):
+            return np.array(out).reshape(-1, len(state.position))
         lo, hi, _ = next_position_bounds(state, limits, dt, margin_rad)
         x = np.minimum(np.maximum(state.position, lo), hi)
         state = state.advance(x, dt)
         out.append(x)
-    return np.array(out).reshape(-1, len(state.position))
+    return None
 
 
 def _workspace_step(cmd: np.ndarray, state: GateState, lo: np.ndarray, hi: np.ndarray,
@@ -365,7 +413,8 @@ def _workspace_step(cmd: np.ndarray, state: GateState, lo: np.ndarray, hi: np.nd
     if hasattr(guard, 'check'):
         def check(x: np.ndarray) -> Optional[str]:
             nxt = state.advance(x, dt)
-            return guard.check(x, p, dt, braking_path(nxt, limits, dt, margin_rad))
+            return guard.check(x, p, dt, lambda: braking_path(nxt, limits, dt, margin_rad),
+                               reach=braking_reach(nxt, limits, dt))
     else:                       # a plain predicate: the position only
         def check(x: np.ndarray) -> Optional[str]:
             return None if guard(x, p, dt) else OUTSIDE

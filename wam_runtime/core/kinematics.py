@@ -59,6 +59,7 @@ class Kinematics:
                 continue                                # floating, planar: stay neutral
             slot[name] = len(slot)
         self._values = np.zeros(len(slot))
+        self._slot_names = list(slot)
         self._cmd = np.array([slot[n] for n in names], dtype=np.intp)
         mim, drv, mult, off = [], [], [], []
         self._held: Dict[str, int] = {}
@@ -129,6 +130,45 @@ class Kinematics:
         """Return the current position of every held joint."""
         with self._lock:
             return {n: float(self._values[i]) for n, i in self._held.items()}
+
+    def lever_arms(self) -> np.ndarray:
+        """Return (F, J): how far each frame can move per unit of each commanded joint.
+
+        A bound valid in every configuration (m/rad for revolute and continuous joints, m/m
+        for prismatic ones): for a revolute joint the length of the chain from its origin
+        to the frame (every joint offset on the way, the frame's own offset, and the full
+        travel of prismatic joints on the way), 1 for a prismatic joint, 0 for a joint not
+        on the frame's chain; mimic joints on the chain add their multiplier times their own
+        lever to their driver's. Used to tell cheaply that a motion cannot reach a wall.
+        """
+        model = self.model
+        out = np.zeros((len(self._frames), len(self._cmd)))
+        for row, fid in enumerate(self._frames):
+            frame = model.frames[fid]
+            chain = []                               # joint ids from the frame to the root
+            jid = frame.parentJoint
+            while jid > 0:
+                chain.append(jid)
+                jid = model.parents[jid]
+            levers = {}
+            length = float(np.linalg.norm(frame.placement.translation))
+            for jid in chain:                        # walking up: length below jid so far
+                joint, name = model.joints[jid], model.names[jid]
+                prismatic = joint.shortname().startswith('JointModelP')
+                levers[name] = 1.0 if prismatic else length
+                length += float(np.linalg.norm(model.jointPlacements[jid].translation))
+                if prismatic:
+                    i = joint.idx_q
+                    length += float(max(abs(model.lowerPositionLimit[i]),
+                                        abs(model.upperPositionLimit[i])))
+            for col, name in enumerate(self.joint_names):
+                out[row, col] = levers.get(name, 0.0)
+            for k, driver, mult in zip(self._mim, self._drv, self._mult):
+                name = self._slot_names[k]
+                col = np.flatnonzero(self._cmd == driver)
+                if name in levers and col.size:
+                    out[row, col[0]] += abs(mult) * levers[name]
+        return out
 
     def full_configuration(self, q: Sequence[float]) -> np.ndarray:
         """Return Pinocchio's configuration vector for commanded positions ``q``."""

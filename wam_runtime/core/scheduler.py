@@ -152,6 +152,7 @@ class ChunkScheduler:
         self._speed = 1.0
         self._delays: Deque[float] = deque(maxlen=ESTIMATE_WINDOW)
         self._intervals: Deque[float] = deque(maxlen=ESTIMATE_WINDOW)
+        self._delay_est = self._interval_est = 0.0     # their medians, updated per chunk
         self._last_arrival: Optional[float] = None
         self.too_late = False       # the last sample found the clock beyond max_lag_s
         self._count = 0
@@ -201,12 +202,12 @@ class ChunkScheduler:
     @property
     def interval_estimate_s(self) -> float:
         """Typical interval between chunk arrivals (median of the recent ones; 0 before)."""
-        return _median(self._intervals)
+        return self._interval_est
 
     @property
     def delay_estimate_s(self) -> float:
         """Typical chunk delay, arrival minus stamp (median of the recent ones; 0 before)."""
-        return _median(self._delays)
+        return self._delay_est
 
     def clear(self) -> None:
         """Forget every chunk (the playback clock re-anchors on the next sample)."""
@@ -241,8 +242,10 @@ class ChunkScheduler:
         tau = self._tau if self._tau is not None else now_s
         delay = now_s - stamp_s
         self._delays.append(delay)
+        self._delay_est = _median(self._delays)
         if self._last_arrival is not None:
             self._intervals.append(max(0.0, now_s - self._last_arrival))
+            self._interval_est = _median(self._intervals)
         self._last_arrival = now_s
         keep = times_s > tau
         dropped = int(np.count_nonzero(~keep))
@@ -359,4 +362,8 @@ class ChunkScheduler:
 
 
 def _median(values: Sequence[float]) -> float:
-    return float(np.median(values)) if len(values) else 0.0
+    v = sorted(values)
+    n = len(v)
+    if not n:
+        return 0.0
+    return float(v[n // 2]) if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])

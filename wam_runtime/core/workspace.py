@@ -112,6 +112,8 @@ class WorkspaceGuard:
         self.kin = Kinematics(urdf_text, joint_names, frames)          # the control tick
         self.kin_points = Kinematics(urdf_text, joint_names, frames)   # chunk validation
         self._ee = frames.index(config.ee_frame) if config.ee_frame else None
+        # How far each monitored frame can move per unit of each joint, in any pose.
+        self._levers = self.kin.lever_arms()[:len(config.frames)]
         self.last_violation: Optional[Tuple[str, str]] = None
         self._prev_key: Optional[bytes] = None
         self._prev_ee = np.zeros(3)
@@ -140,21 +142,49 @@ class WorkspaceGuard:
             return False
         return True
 
+    def clearance(self, pts: np.ndarray) -> np.ndarray:
+        """Return, per monitored frame at ``pts``, its distance to the nearest wall (m).
+
+        The walls are the workspace box's faces and the keep-out volumes' surfaces; 0 or
+        less means on or beyond one.
+        """
+        cfg = self.config
+        mon = pts[:len(cfg.frames)]
+        c = np.full(len(mon), np.inf)
+        if cfg.inside is not None:
+            c = np.minimum(c, np.minimum(mon - cfg.inside.min, cfg.inside.max - mon).min(1))
+        for box in cfg.keep_out_boxes:
+            gap = np.maximum(np.maximum(box.min - mon, mon - box.max), 0.0)
+            c = np.minimum(c, np.sqrt((gap * gap).sum(1)))
+        for sphere in cfg.keep_out_spheres:
+            c = np.minimum(c, np.linalg.norm(mon - sphere.center, axis=1) - sphere.radius)
+        return c
+
     def check(self, q: np.ndarray, previous: np.ndarray, dt: float,
-              path: Optional[np.ndarray] = None, speed: bool = True) -> Optional[str]:
+              path: Any = None, speed: bool = True,
+              reach: Optional[np.ndarray] = None) -> Optional[str]:
         """Return None when the command ``q`` is admissible, else why not.
 
         OUTSIDE: a monitored frame leaves the workspace at ``q``; BRAKING: it would at a
         point of ``path`` (the positions the arm takes, tick by tick, if it brakes from
-        ``q``); EE_SPEED: the end effector moves faster than its limit from ``previous`` to
-        ``q`` in ``dt``.
+        ``q``; an array, or a callable returning it, None if it does not come to rest);
+        EE_SPEED: the end effector moves
+        faster than its limit from ``previous`` to ``q`` in ``dt``. ``reach`` (optional)
+        bounds each joint's travel along the path: when no frame can reach a wall with it
+        (lever arms times travel below the clearance), the path is not evaluated at all.
         """
         pts = self.kin.positions(q)
         frame = self._violation(pts)
         if frame is not None:
             self.last_violation = (frame, 'outside workspace')
             return OUTSIDE
-        if path is not None and len(path) and self._has_volumes():
+        if path is not None and self._has_volumes() and not (
+                reach is not None and np.all(self._levers @ reach < self.clearance(pts))):
+            if callable(path):
+                path = path()
+            if path is None:                   # no rest within the simulated horizon
+                self.last_violation = ('', 'braking path too long to check')
+                return BRAKING
             # Every point: the successor's path is the rest of this one, so checking the
             # same points every tick keeps "brake from here stays inside" true (an exact
             # invariant); skipping points would let one tick miss what the next one sees.
