@@ -138,3 +138,18 @@ def test_braking_reach_bounds_every_joints_travel_on_the_braking_path(joints, dt
     reach = braking_reach(state, lim, dt)
     if path is not None and len(path):
         assert np.all(np.abs(path - state.position).max(axis=0) <= reach + 1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-2.0, 2.0), min_size=6, max_size=6))
+def test_lever_arms_bound_how_fast_each_frame_moves_per_joint(q):
+    """|d frame / d q_j| <= lever (any pose): what lets the gate skip far-away checks."""
+    g = _guard()
+    levers = g.kin.lever_arms()
+    q = np.asarray(q)
+    x = g.kin.positions(q)
+    for j in range(6):
+        dq = np.zeros(6)
+        dq[j] = 1e-6
+        speed = np.linalg.norm(g.kin.positions(q + dq) - x, axis=1) / 1e-6
+        assert np.all(speed <= levers[:, j] + 1e-6), (j, speed, levers[:, j])
