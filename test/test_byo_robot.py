@@ -624,3 +624,104 @@ def test_live_safety_controller_with_arm_and_gripper(proc_env, tmp_path, ros_con
         assert 'follows finger_left_joint' in log
     finally:
         proc.stop()
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_live_dual_arm_from_two_joint_state_drivers(proc_env, tmp_path, ros_context):
+    """Command both arms of the dual-arm URDF, each arm with a joint_states driver of its own.
+
+    14 joints merged per joint from the two drivers (each also sends its gripper, which is
+    held for the fingertip workspace); a dead right driver stops everything (per joint
+    state timeout) and names the right arm's joints as stale.
+    """
+    from builtin_interfaces.msg import Time
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import qos_profile_sensor_data, QoSProfile
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+    from wam_runtime.ros.conversions import s_to_duration
+
+    urdf = tmp_path / 'dual.urdf'
+    urdf.write_text(DUAL_URDF)
+    joints = LEFT + RIGHT
+    params = {
+        'autostart': True, 'joint_names': joints, 'urdf_path': str(urdf),
+        'max_acceleration_rad_s2': [10.0] * 14, 'max_jerk_rad_s3': [1000.0] * 14,
+        'position_margin_rad': 0.02, 'control_rate_hz': 100.0, 'command_timeout_s': 0.5,
+        'state_timeout_s': 0.3, 'max_chunk_age_s': 0.5, 'diagnostics_period_s': 0.2,
+        'workspace_frames': ['left_left_fingertip', 'right_right_fingertip'],
+        'workspace_box_m': [-1.5, -1.5, 0.05, 1.5, 1.5, 2.0],
+    }
+    setup = build_safety(params)
+    lim = setup.config.limits
+    home = np.concatenate([HOME, HOME])
+    proc = NodeProcess('wam_runtime.ros.safety_controller', proc_env, 'safety_controller',
+                       write_params(str(tmp_path / 's.yaml'), 'safety_controller', params),
+                       log_dir=str(tmp_path))
+    ctx = ros_context.context
+    lock = threading.Lock()
+    q = home.copy()
+    cmds, diag, alive = [], {}, {'left': True, 'right': True}
+
+    def on_cmd(msg):
+        with lock:
+            q[:] = np.asarray(msg.data, dtype=float)
+            cmds.append(q.copy())
+
+    def on_diag(msg):
+        for st_ in msg.status:
+            if st_.name.endswith(': safety'):
+                diag.clear()
+                diag.update({kv.key: kv.value for kv in st_.values})
+
+    policy = ros_context(rclpy.create_node('dual_policy', context=ctx))
+    policy.create_subscription(Float64MultiArray, 'commands', on_cmd, 100)
+    policy.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
+    chunk_pub = policy.create_publisher(JointTrajectory, 'policy/action_chunk',
+                                        QoSProfile(depth=10))
+    for side, sl, opening in (('left', slice(0, 7), 0.03), ('right', slice(7, 14), 0.01)):
+        node = ros_context(rclpy.create_node(f'{side}_arm_driver', context=ctx))
+        pub = node.create_publisher(JointState, 'joint_states', qos_profile_sensor_data)
+
+        def publish(node=node, pub=pub, side=side, sl=sl, opening=opening):
+            if not alive[side]:
+                return
+            with lock:
+                values = q[sl].tolist()
+            msg = JointState(name=joints[sl] + [f'{side}_finger_left_joint'],
+                             position=values + [opening])
+            msg.header.stamp = node.get_clock().now().to_msg()
+            pub.publish(msg)
+        node.create_timer(0.01, publish)
+    try:
+        assert wait_for(lambda: len(cmds) > 20, 40.0), proc.output()[-3000:]
+        assert wait_for(lambda: chunk_pub.get_subscription_count() > 0, 30.0)
+        with lock:
+            start = q.copy()
+        ns = policy.get_clock().now().nanoseconds
+        msg = JointTrajectory(joint_names=joints)
+        msg.header.stamp = Time(sec=ns // 10 ** 9, nanosec=ns % 10 ** 9)
+        for k in range(20):                      # both first joints turn by 0.3 rad
+            p = start.copy()
+            p[[0, 7]] += 0.015 * (k + 1)
+            msg.points.append(JointTrajectoryPoint(
+                positions=p.tolist(), time_from_start=s_to_duration(0.05 * (k + 1))))
+        chunk_pub.publish(msg)
+        assert wait_for(lambda: diag.get('mode') == 'tracking', 10.0), diag
+        assert diag['joint_states_sources'] == '2' and diag['joint_states_missing'] == 'none'
+        assert wait_for(lambda: cmds[-1][0] > start[0] + 0.2 and cmds[-1][7] > start[7] + 0.2,
+                        10.0)
+        alive['right'] = False                   # the right arm's driver dies
+        assert wait_for(lambda: int(diag.get('count_state_timeout', 0)) >= 1, 10.0), diag
+        assert wait_for(lambda: diag.get('joint_states_stale', 'none') != 'none', 5.0), diag
+        assert 'right_joint_1' in diag['joint_states_stale']
+        with lock:
+            out = np.array(cmds)
+        assert np.all(out >= lim.lower + 0.02 - 1e-9) and np.all(out <= lim.upper - 0.02 + 1e-9)
+        assert np.all(np.abs(np.diff(out, axis=0)) <= lim.max_velocity * 0.01 + 1e-9)
+        assert proc.alive()
+    finally:
+        proc.stop()
