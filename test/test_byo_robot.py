@@ -725,3 +725,29 @@ def test_live_dual_arm_from_two_joint_state_drivers(proc_env, tmp_path, ros_cont
         assert proc.alive()
     finally:
         proc.stop()
+
+
+def test_start_distance_and_standstill_use_metres_for_prismatic_joints(tmp_path):
+    """The _rad thresholds never apply to a prismatic joint: it has its own _m ones."""
+    from wam_runtime.core import controller as ctl
+    section = dict(RAIL_CFG, joint_names=RAIL_JOINTS, max_start_distance_rad=0.5,
+                   max_start_distance_m=0.02, standstill_tolerance_rad=0.05,
+                   standstill_tolerance_m=0.001)
+    _, urdf = _write(tmp_path, RAIL_URDF, section)
+    cfg = build_safety(dict(section, urdf_path=urdf)).config
+    np.testing.assert_allclose(cfg.max_start_distance_rad, [0.02] + [0.5] * 7)
+    np.testing.assert_allclose(cfg.standstill_tolerance_rad, [0.001] + [0.05] * 7)
+    core = ctl.SafetyController(cfg)
+    q = np.clip(np.zeros(8), cfg.limits.lower + 0.1, cfg.limits.upper - 0.1)
+    core.on_state(q, 0.0)
+    core.tick(0.0)
+    rail_far = q.copy()
+    rail_far[0] += 0.1                      # 0.1 m: within 0.5 "rad", beyond 0.02 m
+    with pytest.raises(ctl.ChunkError, match='linear_rail_carriage_joint') as info:
+        core.on_chunk(RAIL_JOINTS, 0.0, [0.1], [rail_far.tolist()], 0.01)
+    assert info.value.reason == ctl.CHUNK_START_FAR
+    arm_near = q.copy()
+    arm_near[1] += 0.1                      # 0.1 rad on an arm joint: accepted
+    core.on_chunk(RAIL_JOINTS, 0.0, [0.1], [arm_near.tolist()], 0.01)
+    with pytest.raises(ConfigError, match='max_start_distance_m'):
+        build_safety(dict(section, max_start_distance_m=-1.0, urdf_path=urdf))

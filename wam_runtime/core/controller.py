@@ -153,9 +153,10 @@ class ControllerConfig:
     max_chunk_duration_s: float = 10.0
     position_margin_rad: Union[float, np.ndarray] = 0.0    # scalar or one per joint
     scaling: str = 'uniform'
-    max_start_distance_rad: float = float('inf')
+    # Per joint in the joint's unit (rad, or m for prismatic joints), or one for all.
+    max_start_distance_rad: Union[float, np.ndarray] = float('inf')
     chunk_limit_policy: str = 'reject'          # or 'clamp'
-    standstill_tolerance_rad: float = float('inf')
+    standstill_tolerance_rad: Union[float, np.ndarray] = float('inf')
     standstill_settle_s: float = 0.5
     escalation_max_interventions: int = 0       # 0 = never escalate
     escalation_window_s: float = 1.0
@@ -396,11 +397,12 @@ class SafetyController:
             chunk = Chunk(chunk.stamp_s, chunk.times_s, p, chunk.stamp_ns)
         if state is not None:
             far = np.abs(chunk.positions[0] - state)
-            j = int(np.argmax(far))
-            if far[j] > cfg.max_start_distance_rad:
+            limit = np.broadcast_to(cfg.max_start_distance_rad, far.shape)
+            j = int(np.argmax(far - limit))
+            if far[j] > limit[j]:
                 raise ChunkError(CHUNK_START_FAR,
-                                 f'first point is {far[j]:.3f} rad from the measured '
-                                 f'{self.joint_names[j]} (max {cfg.max_start_distance_rad})')
+                                 f'first point is {far[j]:.3f} from the measured '
+                                 f'{self.joint_names[j]} (max {limit[j]:g}, joint units)')
         lim = cfg.limits
         lo, hi = lim.lower + cfg.position_margin_rad, lim.upper - cfg.position_margin_rad
         outside = (chunk.positions < lo) | (chunk.positions > hi)
@@ -569,8 +571,9 @@ class SafetyController:
                 now_s - self._state_time > cfg.state_timeout_s:
             return
         drift = np.abs(self._state - self._gate.position)
-        j = int(np.argmax(drift))
-        if drift[j] > cfg.standstill_tolerance_rad and self._fault is None:
+        tolerance = np.broadcast_to(cfg.standstill_tolerance_rad, drift.shape)
+        j = int(np.argmax(drift - tolerance))
+        if drift[j] > tolerance[j] and self._fault is None:
             self._latch(STANDSTILL)
             result.interventions.append(Intervention(
                 STANDSTILL, self.joint_names[j], float(self._state[j]),

@@ -202,7 +202,9 @@ SAFETY_PARAMS = (
     Param('max_chunk_duration_s', 10.0, 'Chunks whose last point is due later than this '
                                         'after their stamp are rejected (s).'),
     Param('max_start_distance_rad', 0.0, 'Reject a chunk whose first point is farther '
-                                         'than this from the measured state (rad; 0 = off).'),
+                                         'than this from the measured state (rad; 0 = off; '
+                                         'revolute and continuous joints).'),
+    Param('max_start_distance_m', 0.0, 'The same for prismatic joints (m; 0 = off).'),
     Param('chunk_limit_policy', 'reject', 'Chunk points outside limits or workspace: '
                                           "'reject' the chunk or 'clamp' it."),
     Param('workspace_frames', Kind('string_array'), 'URDF frames kept inside the workspace.',
@@ -217,7 +219,9 @@ SAFETY_PARAMS = (
     Param('ee_frame', '', 'End-effector frame for max_ee_speed_m_s.'),
     Param('max_ee_speed_m_s', 0.0, 'Maximum end-effector speed (m/s; 0 = off).'),
     Param('standstill_tolerance_rad', 0.0, 'While holding, a measured drift beyond this '
-                                           'latches a fault (rad; 0 = off).'),
+                                           'latches a fault (rad; 0 = off; revolute and '
+                                           'continuous joints).'),
+    Param('standstill_tolerance_m', 0.0, 'The same for prismatic joints (m; 0 = off).'),
     Param('standstill_settle_s', 0.5, 'Time allowed to settle before standstill '
                                       'monitoring starts (s).'),
     Param('escalation_max_interventions', 0, 'More interventions than this within '

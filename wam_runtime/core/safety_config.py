@@ -5,7 +5,9 @@ YAML file means the same thing everywhere and fails the same way.
 """
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
 
 from wam_runtime.core import controller as ctl
 from wam_runtime.core.gate import JointLimits, SCALING_MODES
@@ -39,6 +41,11 @@ def _positive(p: Mapping[str, Any], *keys: str) -> None:
             raise ConfigError(f'{key}: must be > 0, got {p[key]}')
 
 
+def _per_unit(units: Sequence[str], rad: float, metres: float) -> np.ndarray:
+    """Return one threshold per joint from its unit's parameter (0 = off = inf)."""
+    return np.array([(metres if u == 'm' else rad) or np.inf for u in units])
+
+
 def _choice(p: Mapping[str, Any], key: str, choices) -> None:
     if p[key] not in choices:
         raise ConfigError(f'{key}: {p[key]!r} is not one of {list(choices)}')
@@ -55,6 +62,7 @@ def build_safety(values: Mapping[str, Any]) -> SafetySetup:
               'incident_window_s', 'incident_min_interval_s',
               'escalation_window_s')
     for key in ('position_margin_rad', 'position_margin_m', 'max_start_distance_rad',
+                'max_start_distance_m', 'standstill_tolerance_m',
                 'standstill_tolerance_rad', 'estop_timeout_s', 'max_ee_speed_m_s',
                 'escalation_max_interventions', 'incident_max_total_mb'):
         if p[key] < 0:
@@ -78,7 +86,8 @@ def build_safety(values: Mapping[str, Any]) -> SafetySetup:
             raise ConfigError(f'urdf_path: cannot read {p["urdf_path"]!r} '
                               f'({exc.strerror})') from None
         limits, rows = resolve_limits(urdf, names, {k: p[k] for k in LIMIT_KEYS + LIMIT_KEYS_M})
-        margins, margin_rows = resolve_margins(names, joint_units(urdf, names), limits.lower,
+        units = joint_units(urdf, names)
+        margins, margin_rows = resolve_margins(names, units, limits.lower,
                                                limits.upper, p)
         held = resolve_held(urdf, names, p['held_joint_names'], p['held_joint_positions'])
         table = format_limits_table(rows + margin_rows + held_rows(urdf, names, held))
@@ -91,8 +100,10 @@ def build_safety(values: Mapping[str, Any]) -> SafetySetup:
                 raise ConfigError(f'{key}: required when urdf_path is not set')
         if p['workspace_frames']:
             raise ConfigError('workspace_frames: a workspace needs urdf_path')
+        units = ['rad'] * len(names)
         for key in LIMIT_KEYS_M + ('position_margin_m', 'position_margins_m',
-                                   'held_joint_names', 'held_joint_positions'):
+                                   'held_joint_names', 'held_joint_positions',
+                                   'max_start_distance_m', 'standstill_tolerance_m'):
             if p[key]:
                 raise ConfigError(f'{key}: needs urdf_path (joint types and the joints '
                                   'that are held come from the URDF)')
@@ -100,15 +111,17 @@ def build_safety(values: Mapping[str, Any]) -> SafetySetup:
         margins, margin_rows = resolve_margins(names, ['rad'] * len(names), limits.lower,
                                                limits.upper, p)
         table = format_limits_table(config_rows(limits, p) + margin_rows)
-    inf = float('inf')
     config = ctl.ControllerConfig(
         limits=limits, control_period_s=1.0 / p['control_rate_hz'],
         command_timeout_s=p['command_timeout_s'], state_timeout_s=p['state_timeout_s'],
         max_chunk_age_s=p['max_chunk_age_s'], max_chunk_points=p['max_chunk_points'],
         max_chunk_duration_s=p['max_chunk_duration_s'], position_margin_rad=margins,
-        scaling=p['scaling'], max_start_distance_rad=p['max_start_distance_rad'] or inf,
+        scaling=p['scaling'],
+        max_start_distance_rad=_per_unit(units, p['max_start_distance_rad'],
+                                         p['max_start_distance_m']),
         chunk_limit_policy=p['chunk_limit_policy'],
-        standstill_tolerance_rad=p['standstill_tolerance_rad'] or inf,
+        standstill_tolerance_rad=_per_unit(units, p['standstill_tolerance_rad'],
+                                           p['standstill_tolerance_m']),
         standstill_settle_s=p['standstill_settle_s'],
         escalation_max_interventions=p['escalation_max_interventions'],
         escalation_window_s=p['escalation_window_s'],
