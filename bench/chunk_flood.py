@@ -35,7 +35,7 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        print(f'sent {sent}', flush=True)
+        print(f'sent {sent} chunks of {len(raw) / 1e6:.1f} MB', flush=True)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -267,6 +267,10 @@ def test_disabling_stops_first_then_closes_and_enabling_starts_from_measured():
     with pytest.raises(c.ChunkError) as info:
         ctl.on_chunk(*chunk(stamp=1.0), now_s=1.0)
     assert info.value.reason == c.CHUNK_DISABLED
+    # A closed gate refuses chunks without counting them (nor towards escalation): the
+    # policy may keep publishing while an operator has the robot disabled.
+    ctl.reject(c.ChunkError(c.CHUNK_DISABLED, 'the gate is disabled'), 1.0)
+    assert c.CHUNK_DISABLED not in ctl.counters
     ctl.set_enabled(True)
     ctl.on_state(np.array([0.5, -0.5]), 1.0)
     np.testing.assert_array_equal(ctl.tick(1.0).command, [0.5, -0.5])

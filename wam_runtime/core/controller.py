@@ -65,6 +65,19 @@ MODE_FAULT = 'fault'
 LATCHING = (ESTOP, ESTOP_HEARTBEAT, STANDSTILL, ESCALATION)
 
 
+def check_points(count: int, max_points: float) -> None:
+    """Raise ChunkError (``chunk_too_large``) for a chunk of more than ``max_points`` points."""
+    if count > max_points:
+        raise ChunkError(CHUNK_TOO_LARGE, f'{count} points (max_chunk_points {max_points:g})')
+
+
+def check_age(stamp_s: float, now_s: float, max_chunk_age_s: float) -> None:
+    """Raise ChunkError (``chunk_stale``) for a stamp older than ``max_chunk_age_s``."""
+    age = now_s - stamp_s
+    if age > max_chunk_age_s:
+        raise ChunkError(CHUNK_STALE, f'stamp is {age:.3f} s old (max {max_chunk_age_s} s)')
+
+
 def stamp_text(stamp_ns: Optional[int]) -> str:
     """Return an integer-nanosecond stamp as exact decimal seconds ('' for None)."""
     if stamp_ns is None:
@@ -102,9 +115,7 @@ def make_chunk(joint_names: Sequence[str], stamp_s: float, time_from_start_s: Se
     A chunk of more than ``max_points`` points or spanning more than ``max_duration_s``
     is rejected (``chunk_too_large``).
     """
-    if len(time_from_start_s) > max_points:
-        raise ChunkError(CHUNK_TOO_LARGE, f'{len(time_from_start_s)} points (max_chunk_points '
-                                          f'{max_points:g})')
+    check_points(len(time_from_start_s), max_points)
     names = list(joint_names)
     if len(set(names)) != len(names):
         raise ChunkError(CHUNK_JOINTS, f'duplicated joint names {names}')
@@ -130,11 +141,9 @@ def make_chunk(joint_names: Sequence[str], stamp_s: float, time_from_start_s: Se
     if t[-1] > max_duration_s:
         raise ChunkError(CHUNK_TOO_LARGE, f'spans {t[-1]:.3f} s (max_chunk_duration_s '
                                           f'{max_duration_s:g})')
-    age = now_s - stamp_s
-    if age > max_chunk_age_s:
-        raise ChunkError(CHUNK_STALE, f'stamp is {age:.3f} s old (max {max_chunk_age_s} s)')
-    if age < -max_future_s:
-        raise ChunkError(CHUNK_FUTURE, f'stamp is {-age:.3f} s in the future')
+    check_age(stamp_s, now_s, max_chunk_age_s)
+    if now_s - stamp_s < -max_future_s:
+        raise ChunkError(CHUNK_FUTURE, f'stamp is {stamp_s - now_s:.3f} s in the future')
     order = [names.index(n) for n in controller_joints]
     ns = int(round(stamp_s * 1e9)) if stamp_ns is None else int(stamp_ns)
     return Chunk(float(stamp_s), stamp_s + t, p[:, order], ns)
@@ -197,7 +206,6 @@ class SafetyController:
         self._state: Optional[np.ndarray] = None
         self._state_time = -np.inf
         self._chunk: Optional[Chunk] = None       # the newest accepted chunk
-        self._chunk_time = -np.inf
         self._exhausted_since: Optional[float] = None
         # A step due longer ago than max_chunk_age_s is never executed.
         self.scheduler = ChunkScheduler(replace(
@@ -327,8 +335,6 @@ class SafetyController:
         ``stamp_ns`` is the exact header stamp in integer nanoseconds (by default
         ``stamp_s`` rounded); it is what ``TickResult.chunk_stamp_ns`` reports.
         """
-        if not self.enabled or self._disable_requested:
-            raise ChunkError(CHUNK_DISABLED, 'the gate is disabled')
         try:
             chunk = self.prepare_chunk(joint_names, stamp_s, time_from_start_s, positions,
                                        now_s, stamp_ns)
@@ -338,9 +344,9 @@ class SafetyController:
             raise
 
     def reject(self, error: ChunkError, now_s: float) -> None:
-        """Count a rejected chunk (towards escalation too, unless the gate is disabled)."""
-        self.count(error.reason)
+        """Count a rejected chunk, towards escalation too (a closed gate counts nothing)."""
         if error.reason != CHUNK_DISABLED:
+            self.count(error.reason)
             self._note_intervention(now_s)
 
     def adopt_chunk(self, chunk: Chunk, now_s: float) -> Chunk:
@@ -353,15 +359,11 @@ class SafetyController:
             raise ChunkError(CHUNK_DISABLED, 'the gate is disabled')
         if self._chunk is not None and chunk.stamp_s < self._chunk.stamp_s:
             raise ChunkError(CHUNK_STALE, 'older than the chunk being executed')
-        age = now_s - chunk.stamp_s
-        if age > self.config.max_chunk_age_s:
-            raise ChunkError(CHUNK_STALE, f'stamp is {age:.3f} s old (max '
-                                          f'{self.config.max_chunk_age_s} s)')
+        check_age(chunk.stamp_s, now_s, self.config.max_chunk_age_s)   # again: time passed
         current = self._gate.position if self._gate is not None else self._state
         self.last_report = self.scheduler.add(chunk.stamp_s, chunk.times_s, chunk.positions,
                                               now_s, current=current)
         self._chunk = chunk
-        self._chunk_time = now_s
         self._exhausted_since = None
         self._new_chunk = True
         return chunk
@@ -478,7 +480,6 @@ class SafetyController:
             self._chunk = None
             self._exhausted_since = None
             self.scheduler.clear()
-            self._chunk_time = -np.inf
             self._state_time = min(self._state_time, now_s)
         stop = self._watchdogs(now_s)
         # The playback clock runs only while tracking (a new chunk resynchronises it).

@@ -16,9 +16,9 @@ position limits > velocity > acceleration > jerk. Then:
 
 An optional workspace guard (``wam_runtime.core.workspace``) then checks Cartesian frames.
 A command is admissible when the monitored frames are inside the workspace both at the
-command and along the path the arm would take if it braked from there (every joint
-decelerating together within its acceleration limit, plus the jerk ramp), and the end
-effector is within its speed limit. So the arm slows down approaching a wall and its stop
+command and along the path the arm would take if it braked from there (every joint braking
+as hard as its own limits allow, ``braking_path``), and the end effector is within its
+speed limit. So the arm slows down approaching a wall and its stop
 fits the acceleration limits. A command that is not admissible is replaced by the farthest
 admissible point on the way from the hardest allowed braking step to the command; when
 even that braking step is not admissible (the arm was already closer than its stopping
@@ -291,9 +291,10 @@ def gate_step(requested: Sequence[float], state: GateState, limits: JointLimits,
               scaling: str = 'uniform', workspace_ok: Optional[Any] = None) -> GateResult:
     """Return the command closest to ``requested`` that the limits allow after ``state``.
 
-    ``workspace_ok`` (optional) is a guard with ``check(q, previous, dt, stop)`` returning
-    None, OUTSIDE, BRAKING or EE_SPEED (``wam_runtime.core.workspace.WorkspaceGuard``), or
-    a plain predicate ``ok(q, previous, dt) -> bool`` (position only, no braking path).
+    ``workspace_ok`` (optional) is a guard with ``check(q, previous, dt, path, speed,
+    reach)`` returning None, OUTSIDE, BRAKING or EE_SPEED
+    (``wam_runtime.core.workspace.WorkspaceGuard``), or a plain predicate
+    ``ok(q, previous, dt) -> bool`` (position only, no braking path).
     """
     req = np.asarray(requested, dtype=np.float64)
     p = state.position
@@ -382,14 +383,14 @@ def braking_path(state: GateState, limits: JointLimits, dt: float,
     This is exactly the path of the fallback braking step, so a state whose braking path is
     inside the workspace has a successor whose braking path is too (the rest of the same).
     """
-    if max_steps is None:
-        v, a = np.abs(state.velocity), np.abs(state.acceleration)
-        amax, jmax = limits.max_acceleration, limits.max_jerk
-        with np.errstate(invalid='ignore', divide='ignore'):
-            ramp = np.where(np.isfinite(jmax), (a + amax) / jmax, 0.0)
-            peak = v + np.where(np.isfinite(jmax), a * a / (2.0 * jmax), 0.0)
-            t_stop = np.where(np.isfinite(amax), peak / amax + ramp, 0.0)
-        t_max = float(np.nan_to_num(t_stop, nan=np.inf).max()) if t_stop.size else 0.0
+    if max_steps is None and not limits._finite_acc.all():
+        max_steps = BRAKE_STEPS_MAX        # jerk-limited only: no simple stop time
+    elif max_steps is None:
+        v = np.minimum(np.abs(state.velocity), FAR)
+        a = np.minimum(np.abs(state.acceleration), FAR)
+        peak = v + 0.5 * a * a * limits._inv_jerk
+        t_stop = 2.0 * peak * limits._half_inv_acc + (a + limits._acc_or_0) * limits._inv_jerk
+        t_max = float(t_stop.max()) if t_stop.size else 0.0
         max_steps = int(min(BRAKE_STEPS_MAX, 4.0 * t_max / max(dt, MIN_DT) + 50))
     out = []
     for _ in range(max_steps + 1):
@@ -440,13 +441,6 @@ def _workspace_step(cmd: np.ndarray, state: GateState, lo: np.ndarray, hi: np.nd
         else:
             hi_s = mid
     return brake + lo_s * (cmd - brake), reason
-
-
-def _position_ok(guard: Any, q: np.ndarray, previous: np.ndarray, dt: float) -> bool:
-    """Whether ``q`` itself is inside the workspace (no braking path, no speed limit)."""
-    if hasattr(guard, 'check'):
-        return guard.check(q, previous, dt, None, False) is None
-    return bool(guard(q, previous, dt))
 
 
 def gate_command(requested: Sequence[float], previous: Sequence[float], limits: JointLimits,

@@ -16,7 +16,7 @@ joint and the publishers that were heard.
 
 from dataclasses import dataclass
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -189,6 +189,13 @@ class JointStateMerge:
         """Return the source that last set wanted joint ``name`` (None if never heard)."""
         i = self._index[name]
         return self._source[i] if self._heard[i] else None
+
+    def diagnostics(self, now_s: float) -> Dict[str, Any]:
+        """Return the /diagnostics values: missing, stale and unknown names, sources heard."""
+        return {'joint_states_missing': ','.join(self.missing()) or 'none',
+                'joint_states_stale': ','.join(self.stale(now_s)) or 'none',
+                'joint_states_sources': len(self.sources),
+                'joint_states_unknown_names': ','.join(sorted(self.unknown)) or 'none'}
 
     def report(self, now_s: float, describe: Callable[[str], str] = str) -> str:
         """One line: missing and stale joints and what every source sends (for logs).

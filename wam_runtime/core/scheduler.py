@@ -18,6 +18,7 @@ The scheduler only proposes targets; every target still passes the safety gate.
 from collections import deque
 from dataclasses import dataclass, field
 import math
+import statistics
 from typing import Deque, List, Optional, Sequence
 
 import numpy as np
@@ -362,8 +363,4 @@ class ChunkScheduler:
 
 
 def _median(values: Sequence[float]) -> float:
-    v = sorted(values)
-    n = len(v)
-    if not n:
-        return 0.0
-    return float(v[n // 2]) if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+    return float(statistics.median(values)) if values else 0.0

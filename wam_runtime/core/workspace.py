@@ -1,8 +1,8 @@
 """Cartesian workspace guard: monitored frames inside a box, outside keep-out volumes.
 
 Kinematics come from the URDF (``wam_runtime.core.kinematics``). ``WorkspaceGuard.check`` is
-what the gate calls on every candidate command (the command, the straight joint-space path
-the arm would brake along from it, and the end-effector speed); ``point_ok`` checks chunk
+what the gate calls on every candidate command (the command, the path the arm would brake
+along from it, and the end-effector speed); ``point_ok`` checks chunk
 points. The two use separate kinematics data, so chunk validation on another thread never
 races the control tick.
 """
@@ -131,8 +131,7 @@ class WorkspaceGuard:
     def set_held(self, values: Mapping[str, float]) -> None:
         """Set the positions of joints the gate does not command (e.g. measured fingers)."""
         for kin in (self.kin, self.kin_points):
-            if hasattr(kin, 'set_held'):
-                kin.set_held(values)
+            kin.set_held(values)
 
     def point_ok(self, q: np.ndarray) -> bool:
         """Whether every monitored frame is inside the box and outside the keep-outs."""
@@ -168,8 +167,8 @@ class WorkspaceGuard:
         OUTSIDE: a monitored frame leaves the workspace at ``q``; BRAKING: it would at a
         point of ``path`` (the positions the arm takes, tick by tick, if it brakes from
         ``q``; an array, or a callable returning it, None if it does not come to rest);
-        EE_SPEED: the end effector moves
-        faster than its limit from ``previous`` to ``q`` in ``dt``. ``reach`` (optional)
+        EE_SPEED: the end effector moves faster than its limit from ``previous`` to ``q`` in
+        ``dt``. ``reach`` (optional)
         bounds each joint's travel along the path: when no frame can reach a wall with it
         (lever arms times travel below the clearance), the path is not evaluated at all.
         """

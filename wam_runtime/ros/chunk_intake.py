@@ -116,38 +116,41 @@ class TrajectoryReader:
 class ChunkIntake:
     """A worker thread that handles raw chunks in arrival order, at most ``depth`` waiting.
 
-    ``handle(raw, received_s)`` runs on the worker. Handling is fast (an oversized chunk is
-    refused from its size alone), so the queue only fills under a flood; then the oldest
-    waiting chunk is dropped and ``on_drop(received_s)`` is called for it (a newer chunk
-    supersedes it anyway), so that it is still counted with a reason.
+    ``handle(raw)`` runs on the worker. Handling is fast (an oversized chunk is refused
+    from its size alone), so the queue only fills under a flood; then the oldest waiting
+    chunk is dropped and ``on_drop()`` is called for it (a newer chunk supersedes it
+    anyway), so that it is still counted with a reason. An exception in ``handle`` is
+    counted in ``errors`` (the last one kept in ``error``) and never stops the worker.
     """
 
-    def __init__(self, handle: Callable[[bytes, float], None], depth: int = 64,
+    def __init__(self, handle: Callable[[bytes], None], depth: int = 64,
                  name: str = 'chunk_intake',
-                 on_drop: Optional[Callable[[float], None]] = None) -> None:
+                 on_drop: Optional[Callable[[], None]] = None) -> None:
         """Start the worker."""
         self._handle = handle
         self._on_drop = on_drop
-        self._queue: Deque[Tuple[bytes, float]] = deque()
+        self._queue: Deque[bytes] = deque()
         self._depth = depth
         self._cv = threading.Condition()
         self._running = True
         self.dropped = 0
+        self.errors = 0
         self.error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def put(self, raw: bytes, received_s: float) -> None:
-        """Queue a raw chunk received at ``received_s`` (drops the oldest when full)."""
-        dropped = None
+    def put(self, raw: bytes) -> None:
+        """Queue a raw chunk (drops the oldest waiting one when full)."""
+        dropped = False
         with self._cv:
             if len(self._queue) >= self._depth:
-                dropped = self._queue.popleft()[1]
+                self._queue.popleft()
                 self.dropped += 1
-            self._queue.append((raw, received_s))
+                dropped = True
+            self._queue.append(raw)
             self._cv.notify()
-        if dropped is not None and self._on_drop is not None:
-            self._on_drop(dropped)
+        if dropped and self._on_drop is not None:
+            self._on_drop()
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stop the worker (a chunk being handled is finished first)."""
@@ -164,8 +167,9 @@ class ChunkIntake:
                     self._cv.wait()
                 if not self._running:
                     return
-                raw, received_s = self._queue.popleft()
+                raw = self._queue.popleft()
             try:
-                self._handle(raw, received_s)
-            except Exception as exc:  # noqa: B902 - reported on /diagnostics, never fatal
+                self._handle(raw)
+            except Exception as exc:  # noqa: B902 - counted for /diagnostics, never fatal
+                self.errors += 1
                 self.error = exc

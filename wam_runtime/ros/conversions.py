@@ -13,6 +13,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from wam_runtime.core.image import CompressedFrame, frame_view, PIXEL_FORMATS, RawFrame
 from wam_runtime.core.joint_states import JointStateMerge
+from wam_runtime.ros.common import stamp_to_ns
 
 
 def s_to_time(t: float) -> Time:
@@ -93,8 +94,7 @@ def compressed_image_msg(frame: np.ndarray, encoding: str, stamp: Time, fmt: str
 def merge_joint_state(merge: JointStateMerge, msg: JointState, now_s: float,
                       source: str = '') -> int:
     """Feed one JointState into a per-joint merge; raise JointStateError on a bad message."""
-    stamp_ns = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-    return merge.update(msg.name, msg.position, now_s, stamp_ns, source)
+    return merge.update(msg.name, msg.position, now_s, stamp_to_ns(msg.header.stamp), source)
 
 
 class JointStateSources:

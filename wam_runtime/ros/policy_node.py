@@ -361,12 +361,7 @@ class PolicyNode(Node):
                            'surprise_count': s['count']})
         for name, meter in self.frames_in.items():
             values[f'camera_{name}_rate_hz'] = meter.rate_hz()
-        now = now_s(self)
-        values.update({'joint_states_missing': ','.join(self.joints.missing()) or 'none',
-                       'joint_states_stale': ','.join(self.joints.stale(now)) or 'none',
-                       'joint_states_sources': len(self.joints.sources),
-                       'joint_states_unknown_names': ','.join(sorted(self.joints.unknown))
-                       or 'none'})
+        values.update(self.joints.diagnostics(now_s(self)))
         values.update({f'rejected_{k}': v for k, v in sorted(counters.items())})
         bad = sum(v for k, v in counters.items() if k.startswith(('frame_', 'joint_state')))
         recent = {k: counters.get(k, 0) - self._reported.get(k, 0)

@@ -20,7 +20,6 @@ from typing import List, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_impl
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -40,10 +39,12 @@ from wam_runtime.core import controller as ctl
 from wam_runtime.core.incident import IncidentRecorder
 from wam_runtime.core.joint_states import JointStateError, JointStateMerge
 from wam_runtime.core.params import SAFETY_PARAMS
+from wam_runtime.core.realtime import EXECUTION_LABELS
 from wam_runtime.core.safety_config import build_safety
 from wam_runtime.core.stats import RateMeter, RollingStats
 from wam_runtime.ros.chunk_intake import CdrError, ChunkIntake, TrajectoryReader
-from wam_runtime.ros.common import declare_params, diagnostic_array, now_s, run_node
+from wam_runtime.ros.common import declare_params, diagnostic_array, now_s, run_node, \
+    stamp_to_ns
 from wam_runtime.ros.conversions import float_array, JointStateSources, \
     merge_joint_state, s_to_duration, trajectory_arrays
 
@@ -51,11 +52,10 @@ T = Parameter.Type
 
 PARAMS = SAFETY_PARAMS
 
-# safety/execution (Float64MultiArray), one per tick while a chunk executes: the feedback
-# policy_node uses to start the next inference before the current chunk runs out. The
-# chunk's stamp travels as its two integer fields (exact in float64), never as float seconds.
-EXECUTION_FIELDS = ('chunk_stamp_sec', 'chunk_stamp_nanosec', 'executed_step', 'remaining_s',
-                    'playback_speed', 'lag_s')
+# safety/execution (Float64MultiArray, labels core.realtime.EXECUTION_LABELS), one per tick
+# while a chunk executes: the feedback policy_node uses to start the next inference before
+# the current chunk runs out. The chunk's stamp travels as its two integer fields (exact in
+# float64), never as float seconds.
 STOP_EVENTS = (ctl.COMMAND_TIMEOUT, ctl.STATE_TIMEOUT, ctl.CHUNK_EXHAUSTED,
                ctl.EXECUTION_LATE) + ctl.LATCHING
 
@@ -129,31 +129,22 @@ class SafetyControllerNode(LifecycleNode):
         self.exec_pub = self.create_publisher(Float64MultiArray, 'safety/execution',
                                               QoSProfile(depth=10))
         self._exec_layout = MultiArrayLayout(dim=[        # built once, sent every tick
-            MultiArrayDimension(label=label, size=1, stride=1) for label in EXECUTION_FIELDS])
+            MultiArrayDimension(label=label, size=1, stride=1) for label in EXECUTION_LABELS])
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        # E-stop, enable and reset in their own callback group: with a multi-threaded
-        # executor they would run beside chunk traffic; with the default single thread they
-        # wait at most for one short callback (chunks are only handed over there).
-        self._safety_group = MutuallyExclusiveCallbackGroup()
-        self._chunk_group = MutuallyExclusiveCallbackGroup()
         self._entities = [
             self.cmd_pub, self.event_pub, self.exec_pub, self.diag_pub,
             self.create_subscription(JointTrajectory, 'policy/action_chunk', self._on_chunk,
-                                     QoSProfile(depth=10), raw=True,
-                                     callback_group=self._chunk_group),
+                                     QoSProfile(depth=10), raw=True),
             self.create_subscription(JointState, 'joint_states', self._on_joints,
                                      qos_profile_sensor_data, raw=True),
             *[self.create_subscription(
                 JointState, topic, lambda raw, info, t=topic: self._on_joints(raw, info, t),
                 qos_profile_sensor_data, raw=True)
               for topic in p['extra_joint_state_topics'] or []],
-            self.create_subscription(Bool, 'safety/estop', self._on_estop, qos,
-                                     callback_group=self._safety_group),
+            self.create_subscription(Bool, 'safety/estop', self._on_estop, qos),
             self.create_subscription(Float32, 'policy/surprise', self._on_surprise, qos),
-            self.create_service(SetBool, 'safety/enable', self._on_enable,
-                                callback_group=self._safety_group),
-            self.create_service(Trigger, 'safety/reset', self._on_reset,
-                                callback_group=self._safety_group),
+            self.create_service(SetBool, 'safety/enable', self._on_enable),
+            self.create_service(Trigger, 'safety/reset', self._on_reset),
             self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics),
         ]
         # The control tick runs on its own thread with absolute deadlines: an executor
@@ -164,6 +155,7 @@ class SafetyControllerNode(LifecycleNode):
         self._tick_thread.start()
         self.intake_ms = RollingStats(500)
         self.intake = ChunkIntake(self._handle_chunk, on_drop=self._chunk_dropped)
+        self._intake_errors_seen = 0
         self.mode = ctl.MODE_DISABLED
         self.get_logger().info(f'configured: gating {list(limits.joint_names)} at '
                                f'{p["control_rate_hz"]:.0f} Hz -> {self.cmd_topic}')
@@ -272,10 +264,11 @@ class SafetyControllerNode(LifecycleNode):
             if merged is not None:
                 # The state is as old as its oldest joint: state_timeout_s applies per joint.
                 self.core.on_state(merged.positions, min(merged.oldest_received_s, now))
-        if self._joints_since is None:
+        if merged is not None:
+            self._joints_since = None
+        elif self._joints_since is None:
             self._joints_since = now
-        if merged is None and now - self._joints_since > max(self.params['state_timeout_s'],
-                                                             1.0):
+        elif now - self._joints_since > max(self.params['state_timeout_s'], 1.0):
             self.get_logger().warning(
                 f'joint_states incomplete: '
                 f'{self.joints.report(now, self.joint_sources.describe)}',
@@ -284,9 +277,9 @@ class SafetyControllerNode(LifecycleNode):
     def _on_chunk(self, raw: bytes) -> None:
         # Executor thread: record and hand over; decoding happens on the intake thread.
         self._record('policy/action_chunk', 'trajectory_msgs/msg/JointTrajectory', raw)
-        self.intake.put(raw, now_s(self))
+        self.intake.put(raw)
 
-    def _chunk_dropped(self, received_s: float) -> None:
+    def _chunk_dropped(self) -> None:
         """Count, with its reason, a chunk dropped unread behind a full intake queue."""
         error = ctl.ChunkError(ctl.CHUNK_BACKLOG, 'dropped unread: chunks arrive faster '
                                                   'than they can be checked')
@@ -295,7 +288,7 @@ class SafetyControllerNode(LifecycleNode):
         self.get_logger().warning(f'chunk rejected: {error}', throttle_duration_sec=1.0)
         self._event(error.reason, '', float('nan'), float('nan'), None, str(error))
 
-    def _handle_chunk(self, raw: bytes, received_s: float) -> None:
+    def _handle_chunk(self, raw: bytes) -> None:
         """Intake thread: size check, decode, validate; only the adoption takes the lock."""
         t0 = time.perf_counter()
         stamp_ns = None
@@ -305,13 +298,10 @@ class SafetyControllerNode(LifecycleNode):
             except CdrError:          # an encapsulation this reader does not know
                 msg = deserialize_message(raw, JointTrajectory)
                 names, times, positions = trajectory_arrays(msg)
-                stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                stamp_ns = stamp_to_ns(msg.header.stamp)
             else:
                 stamp_ns, names = reader.stamp_ns, reader.joint_names
-                limit = self.core.config.max_chunk_points
-                if reader.points > limit:
-                    raise ctl.ChunkError(ctl.CHUNK_TOO_LARGE, f'{reader.points} points '
-                                                              f'(max_chunk_points {limit})')
+                ctl.check_points(reader.points, self.core.config.max_chunk_points)
                 try:
                     times, positions = reader.decode()
                 except CdrError as exc:
@@ -428,10 +418,7 @@ class SafetyControllerNode(LifecycleNode):
         now = now_s(self)
         with self._lock:
             j = self.joints
-            values = {'joint_states_missing': ','.join(j.missing()) or 'none',
-                      'joint_states_stale': ','.join(j.stale(now)) or 'none',
-                      'joint_states_sources': len(j.sources),
-                      'joint_states_unknown_names': ','.join(sorted(j.unknown)) or 'none'}
+            values = j.diagnostics(now)
             if j.unknown:       # a counter like the others: present once it counted
                 values['count_joint_state_unknown_name'] = sum(j.unknown.values())
             return values
@@ -465,6 +452,7 @@ class SafetyControllerNode(LifecycleNode):
             'playback_resyncs': sched.resyncs,
             'playback_lag_resynced_ms_max': sched.lag_max_s * 1e3,
             'chunk_intake_dropped': self.intake.dropped,
+            'chunk_intake_errors': self.intake.errors,
             'chunk_intake_ms_p50': self.intake_ms.summary(1.0)['p50'],
             'chunk_intake_ms_p99': self.intake_ms.summary(1.0)['p99'],
         })
@@ -485,6 +473,9 @@ class SafetyControllerNode(LifecycleNode):
                 self._incident_errors_seen = len(self.recorder.errors)
                 self.get_logger().error(f'incident bag not written: {self.recorder.errors[-1]}')
         values.update(self._joint_state_values())
+        if self.intake.errors > self._intake_errors_seen:     # a bug, not bad input: say so
+            self._intake_errors_seen = self.intake.errors
+            self.get_logger().error(f'chunk intake failed: {self.intake.error!r}')
         values.update({f'count_{k}': v for k, v in sorted(counters.items())})
         if fault:
             level, message = DiagnosticStatus.ERROR, f'fault latched: {fault}'
