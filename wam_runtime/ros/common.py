@@ -122,6 +122,13 @@ def run_node(factory: Callable[[Optional[List[str]]], Node], args: Optional[List
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        # Shutting down under load, a message take already in flight can fail inside rclpy
+        # ("Unable to convert call argument '0' to Python object"; seen on a loaded CI
+        # machine, as in ros/joint_state_publisher#117). After shutdown that is a clean
+        # exit; while rclpy is up it is a real failure.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()
