@@ -91,8 +91,10 @@ def test_killing_the_policy_makes_the_controller_hold(slice_nodes, monitor):
     assert np.abs(np.diff(pre, axis=0)).max() > 0, 'the arm was not moving before the kill'
     moving = np.flatnonzero(np.any(np.diff(cmds, axis=0) != 0, axis=1))
     last_move = times[moving[-1] + 1]
-    # Holds within command_timeout_s of the last chunk (plus scheduling slack).
-    assert last_move - killed <= SAFETY['command_timeout_s'] + 0.3
+    # The last chunk is executed to its end (the generated model's 16 steps x 0.05 s, from
+    # its stamp, before the kill), then the arm brakes and holds (plus scheduling slack);
+    # command_timeout_s later, with still no chunk, the command timeout is counted.
+    assert last_move - killed <= 16 * 0.05 + 0.5
     after = cmds[times > last_move]
     assert len(after) > 50 and np.all(after == after[0])
     assert np.all(after[0] >= LOWER) and np.all(after[0] <= UPPER)
