@@ -32,6 +32,8 @@ setup(
          + glob('config/*.urdf')),
         ('share/' + package_name + '/config/controllers', glob('config/controllers/*.yaml')),
         ('share/' + package_name + '/config/nodes', glob('config/nodes/*.yaml')),
+        ('share/' + package_name + '/config/security', glob('config/security/*.xml')
+         + glob('config/security/*.xsd')),
         ('share/' + package_name + '/config/examples', glob('config/examples/*')),
         ('share/' + package_name + '/models', glob('models/*.onnx') + glob('models/*.md')),
     ],

@@ -18,6 +18,7 @@ from typing import Callable, Dict, List
 
 from bench import chunks as chunks_bench
 from bench import estop as estop_bench
+from bench import playback as playback_bench
 from bench import preprocess as preprocess_bench
 from bench import replay as replay_bench
 from bench import safety as safety_bench
@@ -121,6 +122,7 @@ BENCHES: Dict[str, Callable] = {
     'chunk_execution': chunks_bench.bench_chunk_execution,
     'replay_speed': replay_bench.bench_replay,
     'estop_latency': estop_bench.bench_estop_latency,
+    'playback_slack': playback_bench.bench_playback_slack,
 }
 
 

@@ -14,6 +14,9 @@ startup, ``autostart:=false`` leaves it unconfigured until
 Remote inference: ``launch_policy:=false`` on the robot (safety controller only) and
 ``launch_safety:=false`` on the GPU host (policy only), same ROS_DOMAIN_ID.
 
+SROS2: each node runs in its own enclave (``policy_enclave``, ``safety_enclave``; see
+config/security/policy.xml and the README), effective only with ROS_SECURITY_ENABLE=true.
+
 Uses only launch API present in Jazzy and Kilted (``wam-runtime check-launch`` checks it).
 """
 
@@ -104,6 +107,14 @@ def generate_launch_description():
             description='Start safety_controller here (false on a GPU host: the gate always '
                         'runs on the robot).'),
         DeclareLaunchArgument(
+            'policy_enclave', default_value='/wam_runtime/policy',
+            description='SROS2 enclave of policy_node (config/security/policy.xml); used '
+                        'only with ROS_SECURITY_ENABLE=true.'),
+        DeclareLaunchArgument(
+            'safety_enclave', default_value='/wam_runtime/safety',
+            description='SROS2 enclave of safety_controller; used only with '
+                        'ROS_SECURITY_ENABLE=true.'),
+        DeclareLaunchArgument(
             'log_level', default_value='info',
             choices=['debug', 'info', 'warn', 'error', 'fatal'],
             description='Log level of both nodes.'),
@@ -120,7 +131,8 @@ def generate_launch_description():
                 ('joint_states', joint_states_topic),
                 (['camera/', camera_name, '/image_raw'], camera_topic),
             ],
-            arguments=['--ros-args', '--log-level', log_level]),
+            arguments=['--ros-args', '--enclave', LaunchConfiguration('policy_enclave'),
+                       '--log-level', log_level]),
         Node(
             package='wam_runtime', executable='safety_controller', name='safety_controller',
             namespace=namespace, output='screen',
@@ -136,5 +148,6 @@ def generate_launch_description():
                 ('commands', command_topic),
                 ('joint_trajectory', trajectory_topic),
             ],
-            arguments=['--ros-args', '--log-level', log_level]),
+            arguments=['--ros-args', '--enclave', LaunchConfiguration('safety_enclave'),
+                       '--log-level', log_level]),
     ])

@@ -1,9 +1,10 @@
 """Property tests: the playback clock never acts on stale time; chunk intake decodes exactly.
 
-The clock promises (SafetyController + ChunkScheduler, random event sequences): a chunk that
-is adopted brings the clock back to wall time; the clock does not run while the controller
-is stopped; a step due more than ``max_chunk_age_s`` ago is never executed; the lag is what
-``safety/execution`` reports. The intake promise: the CDR reader returns exactly what
+The clock promises (SafetyController + ChunkScheduler, random event sequences): adopting a
+chunk never makes the clock later, and after a stop it brings the clock up to the new
+chunk's first step (or wall time, where that comes first); the clock does not run while the
+controller is stopped; a step due more than ``max_chunk_age_s`` ago is never executed; the
+lag is what ``safety/execution`` reports. The intake promise: the CDR reader returns exactly what
 rclpy's deserializer does, for any trajectory, and reads the size before decoding.
 """
 
@@ -38,14 +39,15 @@ def test_the_clock_never_acts_on_stale_time(events, blend):
     t = 0.0
     state_on = True
     stopped_before = False
+    stopped_since_chunk = False
 
     def tick(n=1):
-        nonlocal t, stopped_before
+        nonlocal t, stopped_before, stopped_since_chunk
         for _ in range(n):
             if state_on:
                 q = ctl.last_command if ctl.last_command is not None else np.zeros(2)
                 ctl.on_state(q, t)
-            tau_before = sched.playback_time
+            tau_before, reason_before = sched.playback_time, ctl.stop_reason
             r = ctl.tick(t)
             if r.mode == c.MODE_TRACKING:
                 # Executing: the step due is never older than max_chunk_age_s.
@@ -53,27 +55,34 @@ def test_the_clock_never_acts_on_stale_time(events, blend):
                 assert sched.lag_s() == pytest.approx(t - sched.playback_time)
             stopped = r.mode in (c.MODE_STOPPING, c.MODE_HOLDING, c.MODE_FAULT,
                                  c.MODE_DISABLED)
-            if stopped and stopped_before and tau_before is not None and \
-                    sched.playback_time is not None:
+            if stopped and stopped_before and ctl.stop_reason == reason_before and \
+                    tau_before is not None and sched.playback_time is not None:
                 # Stopped (after the tick that found the reason): the clock holds; only a
-                # chunk or a clear re-anchors it.
+                # chunk or a clear re-anchors it. (A stop whose cause went away lets the
+                # clock run on the tick that finds the next reason, e.g. the chunk ran
+                # out meanwhile.)
                 assert sched.playback_time == tau_before
             stopped_before = stopped
+            stopped_since_chunk |= stopped
             t += PERIOD
 
     tick(5)
     for kind, x, n in events:
         if kind == 'chunk':
             q = ctl.last_command if ctl.last_command is not None else np.zeros(2)
+            lag_before = sched.lag_s()
             try:
                 ctl.on_chunk(list(NAMES), t - x, [0.05 * (k + 1) for k in range(n)],
                              [list(q + 0.002 * (k + 1)) for k in range(n)], now_s=t)
             except c.ChunkError as exc:
                 assert exc.reason in (c.CHUNK_STALE, c.CHUNK_DISABLED)
             else:
-                # Adopted: the clock is back on the chunks' time base, and runs again.
-                assert sched.lag_s() <= RESYNC_TOLERANCE_S
-                stopped_before = False
+                # Adopted: the clock is never later than before, and after a stop it is
+                # back at the new chunk's first step (steps due at t - x + 0.05 k).
+                assert sched.lag_s() <= lag_before + 1e-12
+                if stopped_since_chunk:
+                    assert sched.lag_s() <= max(RESYNC_TOLERANCE_S, x - 0.05) + 1e-9
+                stopped_before = stopped_since_chunk = False
             tick(int(x * 100) + 1)
         elif kind == 'pause':
             tick(int(x * 300) + 1)

@@ -93,11 +93,11 @@ def test_a_pause_between_chunks_is_not_carried_on(timing, safety):
         time.sleep(0.1)
     time.sleep(0.9)                        # one 0.9 s pause: the chunk runs out meanwhile
     _fresh_chunk_resyncs(h, 'pause')
-    for _ in range(4):                    # and the stream goes on at full speed
-        h.chunk(h.motion_chunk(0.05, n=8))
+    for _ in range(12):                   # and the stream goes on: any lag the short
+        h.chunk(h.motion_chunk(0.05, n=8))  # fresh chunk built up is worked off
         time.sleep(0.1)
-    assert wait_for(lambda: float(h.diag.get('playback_speed', 0)) > 0.99, 5.0), h.diag
-    assert max(h.lags_since(time.monotonic() - 0.3)) < 0.02
+    assert max(h.lags_since(time.monotonic() - 0.3)) < 0.005
+    assert float(h.diag.get('playback_speed', 0)) > 0.99, h.diag
     assert 'playback_lag_ms' in h.diag and 'playback_resyncs' in h.diag
     h.assert_commands_in_limits()
     assert safety.alive()
@@ -194,14 +194,17 @@ def test_estop_latches_and_commands_brake_under_a_flood_of_huge_chunks(timing, s
         stop.set()
         th.join(timeout=5.0)
     assert len(sent) >= 10
-    # After the e-stop the stream only brakes: step sizes never grow again (beyond noise),
-    # and it ends holding.
+    # After the e-stop the stream only brakes: step sizes never grow again, and it ends
+    # holding. (Commands carry no stamp: a tick shortened by load makes one step smaller
+    # than the next; accelerating again would grow them by up to a_max dt^2 each tick.)
     cmds = np.array(h.commands)
     times = np.array(h.cmd_times[:len(cmds)])
     after = cmds[times > pressed + 0.1]
     steps = np.abs(np.diff(after, axis=0)).max(axis=1)
-    assert np.all(np.diff(steps) <= 1e-6), steps
-    assert steps[-1] == 0.0
+    jitter = 0.1 * 15.0 * 0.01 ** 2
+    assert np.all(np.diff(steps) <= jitter), steps
+    assert np.sum(np.maximum(np.diff(steps), 0.0)) <= 2 * jitter, steps
+    assert np.all(steps[-20:] == 0.0), steps
     h.assert_commands_in_limits()
     assert 'chunk_too_large' in h.event_reasons()
     assert safety.alive()

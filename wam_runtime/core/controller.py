@@ -8,11 +8,13 @@ action chunk), ``on_estop`` and ``tick`` (once per control period). It fails clo
 - at the end of the chunk's coverage (``chunk_exhausted``; still stopped
   ``command_timeout_s`` later without a new chunk: ``command_timeout``), without joint
   states for ``state_timeout_s``, or when the step due is older than ``max_chunk_age_s``
-  (``execution_late``), it makes a controlled stop (decelerates within the limits) and
-  holds; the playback clock does not run while stopped, and a new chunk resynchronises it;
-- an e-stop, a measured drift while holding (monitored standstill) or too many
-  interventions within a window latch a fault: it stops and holds until the cause is gone
-  and ``reset`` is called.
+  (``execution_late``), it makes a controlled stop (the gate's jerk-limited stop) and
+  holds; the playback clock does not run while stopped, and the next chunk brings it up to
+  its first step (``core.scheduler``);
+- an e-stop, a measured drift while holding (monitored standstill), a joint that does not
+  follow its commands (``following_error``, core.following) or too many interventions
+  within a window latch a fault: it stops and holds until the cause is gone and ``reset``
+  is called.
 
 Every command leaves through ``gate_step``.
 """
@@ -23,25 +25,17 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, 
 
 import numpy as np
 
+from wam_runtime.core.chunks import (  # noqa: F401 (the chunk reasons: public here too)
+    check_age, check_chunk, check_points, Chunk, CHUNK_BACKLOG, CHUNK_DISABLED, CHUNK_EMPTY,
+    CHUNK_FUTURE, CHUNK_JOINTS, CHUNK_LIMITS, CHUNK_NON_FINITE, CHUNK_SHAPE, CHUNK_STALE,
+    CHUNK_START_FAR, CHUNK_TIME, CHUNK_TOO_LARGE, CHUNK_WORKSPACE, ChunkError, make_chunk,
+    stamp_text)
+from wam_runtime.core.following import FollowingFault, FollowingMonitor
 from wam_runtime.core.gate import gate_step, GateState, Intervention, JointLimits, \
     unwrap_near
 from wam_runtime.core.scheduler import ChunkReport, ChunkScheduler, SchedulerConfig
 from wam_runtime.core.surprise import SurpriseGovernor
 
-# Chunk rejection reasons.
-CHUNK_NON_FINITE = 'chunk_non_finite'
-CHUNK_JOINTS = 'chunk_joint_mismatch'
-CHUNK_SHAPE = 'chunk_malformed'
-CHUNK_TIME = 'chunk_time_not_increasing'
-CHUNK_STALE = 'chunk_stale'
-CHUNK_FUTURE = 'chunk_future_stamp'
-CHUNK_EMPTY = 'chunk_empty'
-CHUNK_DISABLED = 'chunk_while_disabled'
-CHUNK_START_FAR = 'chunk_start_too_far'
-CHUNK_LIMITS = 'chunk_outside_limits'
-CHUNK_WORKSPACE = 'chunk_outside_workspace'
-CHUNK_TOO_LARGE = 'chunk_too_large'
-CHUNK_BACKLOG = 'chunk_backlog_dropped'
 # Watchdogs, stops and faults.
 COMMAND_TIMEOUT = 'command_timeout'
 CHUNK_EXHAUSTED = 'chunk_exhausted'
@@ -54,6 +48,7 @@ ESCALATION = 'intervention_escalation'
 DISABLING = 'disabling'
 SURPRISE_STOP = 'surprise_stop'
 CLOCK_JUMP_BACK = 'clock_jump_backward'
+FOLLOWING_ERROR = 'following_error'
 
 MODE_DISABLED = 'disabled'
 MODE_WAITING = 'waiting_for_state'
@@ -62,91 +57,7 @@ MODE_STOPPING = 'stopping'
 MODE_HOLDING = 'holding'
 MODE_FAULT = 'fault'
 
-LATCHING = (ESTOP, ESTOP_HEARTBEAT, STANDSTILL, ESCALATION)
-
-
-def check_points(count: int, max_points: float) -> None:
-    """Raise ChunkError (``chunk_too_large``) for a chunk of more than ``max_points`` points."""
-    if count > max_points:
-        raise ChunkError(CHUNK_TOO_LARGE, f'{count} points (max_chunk_points {max_points:g})')
-
-
-def check_age(stamp_s: float, now_s: float, max_chunk_age_s: float) -> None:
-    """Raise ChunkError (``chunk_stale``) for a stamp older than ``max_chunk_age_s``."""
-    age = now_s - stamp_s
-    if age > max_chunk_age_s:
-        raise ChunkError(CHUNK_STALE, f'stamp is {age:.3f} s old (max {max_chunk_age_s} s)')
-
-
-def stamp_text(stamp_ns: Optional[int]) -> str:
-    """Return an integer-nanosecond stamp as exact decimal seconds ('' for None)."""
-    if stamp_ns is None:
-        return ''
-    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
-    return f'{sec}.{nanosec:09d}'
-
-
-class ChunkError(ValueError):
-    """A chunk is rejected; ``reason`` is the code counted on /diagnostics."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f'{reason}: {detail}')
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A validated action chunk in the controller's joint order, on absolute time."""
-
-    stamp_s: float
-    times_s: np.ndarray      # (N,) absolute times, strictly increasing
-    positions: np.ndarray    # (N, J)
-    stamp_ns: int = 0        # the exact stamp (integer nanoseconds), as received
-
-
-def make_chunk(joint_names: Sequence[str], stamp_s: float, time_from_start_s: Sequence[float],
-               positions: Sequence[Sequence[float]], controller_joints: Sequence[str],
-               now_s: float, max_chunk_age_s: float, max_future_s: float = 0.05,
-               stamp_ns: Optional[int] = None, max_points: float = float('inf'),
-               max_duration_s: float = float('inf')) -> Chunk:
-    """Validate a received chunk and reorder it to ``controller_joints``; raise ChunkError.
-
-    ``stamp_ns`` is the exact stamp (integer nanoseconds); by default ``stamp_s`` rounded.
-    A chunk of more than ``max_points`` points or spanning more than ``max_duration_s``
-    is rejected (``chunk_too_large``).
-    """
-    check_points(len(time_from_start_s), max_points)
-    names = list(joint_names)
-    if len(set(names)) != len(names):
-        raise ChunkError(CHUNK_JOINTS, f'duplicated joint names {names}')
-    if set(names) != set(controller_joints):
-        missing = sorted(set(controller_joints) - set(names))
-        unknown = sorted(set(names) - set(controller_joints))
-        raise ChunkError(CHUNK_JOINTS, f'missing {missing}, unknown {unknown}')
-    t = np.asarray(time_from_start_s, dtype=np.float64)
-    if t.size == 0:
-        raise ChunkError(CHUNK_EMPTY, 'no points')
-    try:
-        p = np.asarray(positions, dtype=np.float64)
-    except ValueError:
-        raise ChunkError(CHUNK_SHAPE, 'points have different lengths') from None
-    if p.shape != (t.size, len(names)):
-        raise ChunkError(CHUNK_SHAPE, f'positions shape {p.shape}, expected '
-                                      f'({t.size}, {len(names)})')
-    if not (np.isfinite(p).all() and np.isfinite(t).all() and np.isfinite(stamp_s)):
-        raise ChunkError(CHUNK_NON_FINITE, 'NaN or Inf in positions, times or stamp')
-    if t[0] < 0 or np.any(np.diff(t) <= 0):
-        raise ChunkError(CHUNK_TIME, f'time_from_start must be >= 0 and strictly increasing, '
-                                     f'got {t.tolist()[:4]}...')
-    if t[-1] > max_duration_s:
-        raise ChunkError(CHUNK_TOO_LARGE, f'spans {t[-1]:.3f} s (max_chunk_duration_s '
-                                          f'{max_duration_s:g})')
-    check_age(stamp_s, now_s, max_chunk_age_s)
-    if now_s - stamp_s < -max_future_s:
-        raise ChunkError(CHUNK_FUTURE, f'stamp is {stamp_s - now_s:.3f} s in the future')
-    order = [names.index(n) for n in controller_joints]
-    ns = int(round(stamp_s * 1e9)) if stamp_ns is None else int(stamp_ns)
-    return Chunk(float(stamp_s), stamp_s + t, p[:, order], ns)
+LATCHING = (ESTOP, ESTOP_HEARTBEAT, STANDSTILL, ESCALATION, FOLLOWING_ERROR)
 
 
 @dataclass
@@ -170,6 +81,10 @@ class ControllerConfig:
     escalation_max_interventions: int = 0       # 0 = never escalate
     escalation_window_s: float = 1.0
     estop_timeout_s: float = 0.0                # > 0: heartbeat mode
+    # Following error (core.following): per joint in the joint's unit, inf = off.
+    max_following_error_rad: Union[float, np.ndarray] = float('inf')
+    following_error_timeout_s: float = 0.1
+    following_error_delay_s: float = 0.0
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     # Optional Cartesian guard for the gate (a WorkspaceGuard, or a predicate
     # ok(candidate, previous, dt)) and a per-point check for chunks.
@@ -224,6 +139,11 @@ class SafetyController:
         self._disable_requested = False
         self._surprise_stop = False
         self.counters: Dict[str, int] = {}
+        self.following = FollowingMonitor(
+            config.max_following_error_rad, config.following_error_timeout_s,
+            config.following_error_delay_s, config.control_period_s, len(self.joint_names),
+            config.limits.continuous)
+        self.following_fault: Optional[FollowingFault] = None
 
     # ------------------------------------------------------------------ bookkeeping
     def count(self, reason: str, n: int = 1) -> None:
@@ -384,46 +304,9 @@ class SafetyController:
                            self.joint_names, now_s, cfg.max_chunk_age_s, stamp_ns=stamp_ns,
                            max_points=cfg.max_chunk_points,
                            max_duration_s=cfg.max_chunk_duration_s)
-        state = self._state
-        endless = self.config.limits.continuous
-        if endless.any():
-            # Continuous joints: a chunk may carry wrapped angles. Unwrap along the chunk and
-            # shift it by whole turns to start nearest the arm (interpolation then never
-            # takes the long way round).
-            p = chunk.positions.copy()
-            p[:, endless] = np.unwrap(p[:, endless], axis=0)
-            gate = self._gate
-            ref = gate.position if gate is not None else state
-            if ref is not None:
-                p[:, endless] += (unwrap_near(p[0], ref, endless) - p[0])[endless]
-            chunk = Chunk(chunk.stamp_s, chunk.times_s, p, chunk.stamp_ns)
-        if state is not None:
-            far = np.abs(chunk.positions[0] - state)
-            limit = np.broadcast_to(cfg.max_start_distance_rad, far.shape)
-            j = int(np.argmax(far - limit))
-            if far[j] > limit[j]:
-                raise ChunkError(CHUNK_START_FAR,
-                                 f'first point is {far[j]:.3f} from the measured '
-                                 f'{self.joint_names[j]} (max {limit[j]:g}, joint units)')
-        lim = cfg.limits
-        lo, hi = lim.lower + cfg.position_margin_rad, lim.upper - cfg.position_margin_rad
-        outside = (chunk.positions < lo) | (chunk.positions > hi)
-        positions_ = chunk.positions
-        if outside.any():
-            if cfg.chunk_limit_policy != 'clamp':
-                k, j = np.argwhere(outside)[0]
-                raise ChunkError(CHUNK_LIMITS, f'point {k} {self.joint_names[j]} = '
-                                               f'{positions_[k, j]:.4f} outside '
-                                               f'[{lo[j]:.4f}, {hi[j]:.4f}]')
-            positions_ = np.clip(positions_, lo, hi)
-        if cfg.point_in_workspace is not None:
-            bad = [k for k in range(len(positions_)) if not cfg.point_in_workspace(positions_[k])]
-            if bad:
-                if cfg.chunk_limit_policy != 'clamp' or bad[0] == 0:
-                    raise ChunkError(CHUNK_WORKSPACE, f'point {bad[0]} leaves the workspace')
-                return Chunk(chunk.stamp_s, chunk.times_s[:bad[0]], positions_[:bad[0]],
-                             chunk.stamp_ns)
-        return Chunk(chunk.stamp_s, chunk.times_s, positions_, chunk.stamp_ns)
+        gate = self._gate
+        return check_chunk(chunk, cfg, self.joint_names, self._state,
+                           gate.position if gate is not None else self._state)
 
     def _note_intervention(self, now_s: float) -> None:
         cfg = self.config
@@ -468,6 +351,7 @@ class SafetyController:
             return TickResult(None, MODE_WAITING)
         if self._gate is None:
             self._gate = GateState.at_rest(self._state)
+            self.following.clear()     # a new command stream
             self._last_tick = now_s - cfg.control_period_s
         dt = now_s - self._last_tick      # <= 0 after a backward clock jump: one held tick
         self._last_tick = now_s
@@ -521,7 +405,8 @@ class SafetyController:
             requested = target
             scaling = cfg.scaling
         gated = gate_step(requested, self._gate, cfg.limits, dt, cfg.control_period_s,
-                          cfg.position_margin_rad, scaling, cfg.workspace_ok)
+                          cfg.position_margin_rad, scaling, cfg.workspace_ok,
+                          stop=stop is not None)
         self._gate = gated.state
         for iv in gated.interventions:
             self.count(iv.reason)
@@ -529,6 +414,8 @@ class SafetyController:
             self._note_intervention(now_s)
         result.interventions.extend(gated.interventions)
         result.command = gated.command.copy()
+        if self.following.enabled:
+            self._check_following(now_s, result)
         if self._chunk is not None:
             result.chunk_stamp_s = self._chunk.stamp_s
             result.chunk_stamp_ns = self._chunk.stamp_ns
@@ -579,3 +466,15 @@ class SafetyController:
             result.interventions.append(Intervention(
                 STANDSTILL, self.joint_names[j], float(self._state[j]),
                 float(self._gate.position[j])))
+
+    def _check_following(self, now_s: float, result: TickResult) -> None:
+        """Feed the command just issued and the newest state; latch a sustained error."""
+        mon = self.following
+        mon.on_command(now_s, self._gate.position)
+        fault = mon.on_state(self._state_time, self._state)
+        if fault is not None and self._fault is None:
+            self._latch(FOLLOWING_ERROR)
+            self.following_fault = fault       # the details, for the event text
+            result.interventions.append(Intervention(
+                FOLLOWING_ERROR, self.joint_names[fault.joint], fault.commanded, fault.measured))
+            result.mode = MODE_FAULT

@@ -12,18 +12,22 @@ position limits > velocity > acceleration > jerk. Then:
   in joint space is kept; ``per_joint`` clamps each joint on its own;
 - ``dt`` is capped at the nominal control period, so a late tick or a clock jump never
   widens a window, and ``dt <= 0``, NaN or below 1 ns (ROS time's resolution) repeats the
-  previous output with the motion state unchanged.
+  previous output with the motion state unchanged;
+- a stop (``stop``, or a request equal to the current position: the controller's
+  controlled stop) brakes every joint to a standstill with the time-optimal jerk-limited
+  stop of ``wam_runtime.core.braking``: velocity and acceleration reach 0 together, within
+  ceil(T_stop / dt) + 2 ticks of the analytic minimum, without passing the stopping point.
 
 An optional workspace guard (``wam_runtime.core.workspace``) then checks Cartesian frames.
 A command is admissible when the monitored frames are inside the workspace both at the
-command and along the path the arm would take if it braked from there (every joint braking
-as hard as its own limits allow, ``braking_path``), and the end effector is within its
-speed limit. So the arm slows down approaching a wall and its stop
-fits the acceleration limits. A command that is not admissible is replaced by the farthest
-admissible point on the way from the hardest allowed braking step to the command; when
-even that braking step is not admissible (the arm was already closer than its stopping
-distance) the braking step is taken if it is inside the workspace (``workspace_brake``),
-else the arm holds (``workspace_hold``, the last resort: position wins over acceleration).
+command and along the path the arm would take if it braked from there (every joint making
+the gate's own stop, ``braking_path``), and the end effector is within its speed limit. So
+the arm slows down approaching a wall and its stop fits the acceleration limits. A command
+that is not admissible is replaced by the farthest admissible point on the way from the
+braking step (the stop's first) to the command; when even that braking step is not
+admissible (the arm was already closer than its stopping distance) the braking step is
+taken if it is inside the workspace (``workspace_brake``), else the arm holds
+(``workspace_hold``, the last resort: position wins over acceleration).
 """
 
 from dataclasses import dataclass, field
@@ -31,6 +35,10 @@ import math
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from wam_runtime.core.braking import (  # noqa: F401 (braking_speed, FAR, MIN_DT: public here)
+    braking_speed, FAR, MIN_DT, ramp_down_cap, stop_acceleration, stop_jerk_terms,
+    travel_bound)
 
 NON_FINITE = 'non_finite'
 POSITION_LIMIT = 'position_limit'
@@ -48,15 +56,10 @@ BRAKING = 'braking'          # its braking path leaves the workspace
 EE_SPEED = 'ee_speed'        # the end effector would be too fast
 
 SCALING_MODES = ('uniform', 'per_joint')
-# Distances are capped here in the braking formulas (rad; far beyond any joint): they stay
-# finite and never overflow, whatever the limits (1e308 or inf distances included).
-FAR = 1e150
 # Workspace: braking paths are simulated for at most this many ticks; the admissible
 # point between braking and the request is found to 1/2**BISECTIONS of the step.
 BRAKE_STEPS_MAX = 1000
 BISECTIONS = 7
-# A step shorter than ROS time's resolution (s) is no step: the gate holds.
-MIN_DT = 1e-9
 
 
 class LimitsError(ValueError):
@@ -150,6 +153,10 @@ class JointLimits:
             fa, self.max_acceleration, 1.0), 0.0))
         object.__setattr__(self, '_inv_jerk', np.where(fj, 1.0 / np.where(
             fj, self.max_jerk, 1.0), 0.0))
+        # For the jerk-limited stop (braking.stop_acceleration).
+        jerk, inv = stop_jerk_terms(self.max_jerk)
+        object.__setattr__(self, '_stop_jerk', jerk)
+        object.__setattr__(self, '_stop_inv_jerk', inv)
 
 
 @dataclass(frozen=True)
@@ -191,41 +198,17 @@ class GateResult:
     state: Optional[GateState] = None
 
 
-def braking_speed(distance: np.ndarray, dt: float, max_acc: np.ndarray,
-                  ramp_s: np.ndarray) -> np.ndarray:
-    """Return the highest speed from which the joint can stop within ``distance``.
-
-    Conservative for discrete steps of ``dt``: one more step at that speed, then a
-    deceleration ramp of ``ramp_s`` to turn the acceleration around under the jerk limit,
-    then ``max_acc``: v * (dt + ramp) + v^2 / (2 a) <= d, solved in a numerically stable
-    form. Unlimited acceleration gives no braking bound.
-    """
-    d = np.maximum(distance, 0.0)
-    np.minimum(d, FAR, out=d)
-    lead = max(dt, MIN_DT) + ramp_s
-    v = 2.0 * d / (lead + np.sqrt(lead * lead + 2.0 * d / max_acc))
-    # Unlimited deceleration: the position clamp alone is the bound (no rounding twice).
-    return np.where(np.isfinite(max_acc), v, np.inf)
-
-
-def _ramp_down_cap(margin: np.ndarray, dt: float, max_jerk: np.ndarray) -> np.ndarray:
-    """Return the largest acceleration a jerk-limited ramp brings to 0 within ``margin``.
-
-    Conservative for steps of ``dt``: a * 2dt + a^2 / (2 j) <= margin.
-    """
-    m = np.maximum(margin, 0.0)
-    np.minimum(m, FAR, out=m)
-    dt = max(dt, MIN_DT)
-    cap = 2.0 * m / (2.0 * dt + np.sqrt(4.0 * dt * dt + 2.0 * m / max_jerk))
-    return np.where(np.isfinite(max_jerk), cap, np.inf)   # without a jerk limit: no cap
-
-
 def next_position_bounds(state: GateState, limits: JointLimits, dt: float,
-                         margin_rad: float = 0.0) -> Tuple[np.ndarray, np.ndarray, dict]:
+                         margin_rad: float = 0.0, stop: bool = False
+                         ) -> Tuple[np.ndarray, np.ndarray, dict]:
     """Return (lo, hi, named) bounds of the next position for every joint.
 
     ``named`` holds what ``_binding_reason`` needs to tell which constraint bound a
-    clamped joint (computed only then).
+    clamped joint (computed only then). With ``stop`` the window is the single next
+    position (lo == hi) of the jerk-limited stop (``braking.stop_acceleration``), clamped
+    into the position and speed windows: the stop itself keeps the acceleration and jerk
+    limits and never lets the velocity pass 0, so the ramp-down caps (which keep room to
+    turn before the opposite speed limit) do not apply to it.
     """
     p, v, a = state.position, state.velocity, state.acceleration
     amax, jmax, vmax = limits.max_acceleration, limits.max_jerk, limits.max_velocity
@@ -239,21 +222,32 @@ def next_position_bounds(state: GateState, limits: JointLimits, dt: float,
     ceil_dn = np.minimum(vmax, vb_dn)
     a_lo = np.maximum(a - jmax * dt, -amax)
     a_hi = np.minimum(a + jmax * dt, amax)
-    # Under a jerk limit the acceleration must be small enough to be ramped down before
-    # the velocity reaches its ceiling (the same idea as braking, one derivative up).
-    a_cap_up = _ramp_down_cap(ceil_up - v, dt, jmax)
-    a_cap_dn = _ramp_down_cap(ceil_dn + v, dt, jmax)
-    stuck = a_lo > a_hi                      # |a| beyond amax: take the nearest bound
-    a_lo = np.where(stuck, np.minimum(np.maximum(a, -amax), amax), a_lo)
-    a_hi = np.where(stuck, a_lo, a_hi)
-    a_hi = np.maximum(np.minimum(a_hi, a_cap_up), a_lo)
-    a_lo = np.minimum(np.maximum(a_lo, -a_cap_dn), a_hi)
+    stuck = a_lo > a_hi                      # |a| beyond amax (after a position clamp)
+    if stop:
+        # Such a state has broken the jerk limit already: the stop takes the best
+        # acceleration within the acceleration limit (held at -amax it would ring).
+        a_lo = np.where(stuck, -amax, a_lo)
+        a_hi = np.where(stuck, amax, a_hi)
+        a_stop = stop_acceleration(v, a_lo, a_hi, dt, limits._stop_jerk,
+                                   limits._stop_inv_jerk)
+        dyn_stop = v + a_stop * dt
+    else:
+        a_lo = np.where(stuck, np.minimum(np.maximum(a, -amax), amax), a_lo)   # nearest
+        a_hi = np.where(stuck, a_lo, a_hi)
+        # Under a jerk limit the acceleration must be small enough to be ramped down before
+        # the velocity reaches its ceiling (the same idea as braking, one derivative up).
+        a_cap_up = ramp_down_cap(ceil_up - v, dt, jmax)
+        a_cap_dn = ramp_down_cap(ceil_dn + v, dt, jmax)
+        a_hi = np.maximum(np.minimum(a_hi, a_cap_up), a_lo)
+        a_lo = np.minimum(np.maximum(a_lo, -a_cap_dn), a_hi)
     dyn_lo, dyn_hi = v + a_lo * dt, v + a_hi * dt          # reachable velocities
     v_lo = np.maximum(dyn_lo, -ceil_dn)
     v_hi = np.minimum(dyn_hi, ceil_up)
     over = v_lo > v_hi                       # too fast: brake as hard as allowed
     v_lo = np.where(over, np.where(dyn_lo > ceil_up, dyn_lo, dyn_hi), v_lo)
     v_hi = np.where(over, v_lo, v_hi)
+    if stop:
+        v_lo = v_hi = np.minimum(np.maximum(dyn_stop, v_lo), v_hi)
     # np.minimum/np.maximum: np.clip costs several microseconds more per call here.
     lo = np.minimum(np.maximum(p + v_lo * dt, pos_lo), pos_hi)
     hi = np.minimum(np.maximum(p + v_hi * dt, pos_lo), pos_hi)
@@ -288,8 +282,17 @@ def _binding_reason(j: int, requested: float, allowed: float, named: dict,
 
 def gate_step(requested: Sequence[float], state: GateState, limits: JointLimits,
               dt_s: float, nominal_dt_s: float, margin_rad: float = 0.0,
-              scaling: str = 'uniform', workspace_ok: Optional[Any] = None) -> GateResult:
+              scaling: str = 'uniform', workspace_ok: Optional[Any] = None,
+              stop: Optional[bool] = None) -> GateResult:
     """Return the command closest to ``requested`` that the limits allow after ``state``.
+
+    ``stop`` brakes to a standstill as fast as the limits allow, wherever that ends
+    (``requested`` is then ignored): the jerk-limited stop of ``braking.stop_acceleration``,
+    every joint on its own, never reversing past its stopping point, with the position
+    limits and braking distances still first. ``None`` (default): stop when ``requested``
+    equals the current position in every joint ("stay where you are" while moving means
+    stop, not go back), which is what the controller's controlled stop and the hold on a
+    non-finite request ask for; at rest both readings are the same.
 
     ``workspace_ok`` (optional) is a guard with ``check(q, previous, dt, path, speed,
     reach)`` returning None, OUTSIDE, BRAKING or EE_SPEED
@@ -316,11 +319,13 @@ def gate_step(requested: Sequence[float], state: GateState, limits: JointLimits,
         if dt > 0.0:
             # Hold by braking within the limits, not by stopping dead.
             result = gate_step(p, state, limits, dt, nominal_dt_s, margin_rad, 'per_joint',
-                               workspace_ok)
+                               workspace_ok, True)
             result.interventions[:0] = out
             return result
         return GateResult(p.copy(), out, state)
-    lo, hi, named = next_position_bounds(state, limits, dt, margin_rad)
+    if stop is None:
+        stop = bool((req == p).all())
+    lo, hi, named = next_position_bounds(state, limits, dt, margin_rad, stop)
     inside = (req >= lo) & (req <= hi)
     base = np.minimum(np.maximum(p + state.velocity * dt, lo), hi)   # natural continuation
     if inside.all():
@@ -338,8 +343,8 @@ def gate_step(requested: Sequence[float], state: GateState, limits: JointLimits,
     out = [Intervention(_binding_reason(j, req[j], cmd[j], named, limits), names[j],
                         float(req[j]), float(cmd[j])) for j in np.flatnonzero(~inside)]
     if workspace_ok is not None:
-        cmd, reason = _workspace_step(cmd, state, lo, hi, limits, dt, margin_rad,
-                                      workspace_ok)
+        cmd, reason = _workspace_step(cmd, state, lo if stop else None, limits, dt,
+                                      margin_rad, workspace_ok)
         if reason is not None:
             out.append(Intervention(reason, '', float('nan'), float('nan')))
     return GateResult(cmd, out, state.advance(cmd, elapsed))
@@ -354,19 +359,8 @@ def braking_reach(state: GateState, limits: JointLimits, dt: float) -> np.ndarra
     with a 25% allowance for the discrete steps. Without an acceleration limit: two steps
     at the current speed.
     """
-    v = np.minimum(np.abs(state.velocity), FAR)
-    a = np.minimum(np.abs(state.acceleration), FAR)   # either way: it may turn the joint
-    inv_j = limits._inv_jerk
-    peak = v + 0.5 * a * a * inv_j
-    travel = peak * ((a + limits._acc_or_0) * inv_j + 2.0 * dt) \
-        + peak * peak * limits._half_inv_acc
-    if not limits._finite_acc.all():
-        # No acceleration limit: with a jerk limit the speed still needs a triangle of
-        # acceleration, 2 sqrt(v / j) long, to reach 0; with neither, one step.
-        jerk_only = peak * (a * inv_j + 2.0 * np.sqrt(peak * inv_j) + 2.0 * dt)
-        travel = np.where(limits._finite_acc, travel,
-                          np.where(inv_j > 0, jerk_only, v * dt))
-    return np.minimum(1.25 * travel + v * dt, FAR)
+    return travel_bound(state.velocity, state.acceleration, dt, limits._inv_jerk,
+                        limits._acc_or_0, limits._half_inv_acc, limits._finite_acc)
 
 
 def braking_path(state: GateState, limits: JointLimits, dt: float,
@@ -378,10 +372,11 @@ def braking_path(state: GateState, limits: JointLimits, dt: float,
     jerk-limited stop takes, at most BRAKE_STEPS_MAX): such a path is not checked, the
     command is treated as not admissible.
 
-    Every joint brakes as hard as its own limits allow (the gate's own bounds, tick by
-    tick, so the jerk ramp and the braking distance to the position limits are included).
-    This is exactly the path of the fallback braking step, so a state whose braking path is
-    inside the workspace has a successor whose braking path is too (the rest of the same).
+    Every joint makes the gate's own stop (``gate_step`` with ``stop``: the jerk-limited
+    stop of ``braking.stop_acceleration`` within the gate's bounds, tick by tick, so the
+    braking distance to the position limits is included). This is exactly the path of the
+    fallback braking step, so a state whose braking path is inside the workspace has a
+    successor whose braking path is too (the rest of the same).
     """
     if max_steps is None and not limits._finite_acc.all():
         max_steps = BRAKE_STEPS_MAX        # jerk-limited only: no simple stop time
@@ -399,17 +394,19 @@ def braking_path(state: GateState, limits: JointLimits, dt: float,
         if not np.any(np.abs(state.velocity) > 1e-6) and \
                 not np.any(np.abs(state.acceleration) > 1e-3):
             return np.array(out).reshape(-1, len(state.position))
-        lo, hi, _ = next_position_bounds(state, limits, dt, margin_rad)
-        x = np.minimum(np.maximum(state.position, lo), hi)
+        x = next_position_bounds(state, limits, dt, margin_rad, True)[0]
         state = state.advance(x, dt)
         out.append(x)
     return None
 
 
-def _workspace_step(cmd: np.ndarray, state: GateState, lo: np.ndarray, hi: np.ndarray,
+def _workspace_step(cmd: np.ndarray, state: GateState, brake: Optional[np.ndarray],
                     limits: JointLimits, dt: float, margin_rad: Any, guard: Any
                     ) -> Tuple[np.ndarray, Optional[str]]:
-    """Return the admissible command nearest ``cmd`` on the way from braking, and why."""
+    """Return the admissible command nearest ``cmd`` on the way from braking, and why.
+
+    ``brake`` is the gate's stop step from ``state`` (computed here when None).
+    """
     p = state.position
     if hasattr(guard, 'check'):
         def check(x: np.ndarray) -> Optional[str]:
@@ -422,8 +419,9 @@ def _workspace_step(cmd: np.ndarray, state: GateState, lo: np.ndarray, hi: np.nd
     why = check(cmd)
     if why is None:
         return cmd, None
-    # The hardest braking step: every joint brakes as hard as its limits allow.
-    brake = np.minimum(np.maximum(p, lo), hi)
+    # The braking step: the first step of the gate's stop (the first of braking_path).
+    if brake is None:
+        brake = next_position_bounds(state, limits, dt, margin_rad, True)[0]
     reason = EE_SPEED_LIMIT if why == EE_SPEED else WORKSPACE_LIMIT
     braking_why = check(brake)
     if braking_why is not None:

@@ -18,18 +18,33 @@ class ConfigError(ValueError):
     """A parameter value is invalid; the message names the parameter."""
 
 
+# When a value set at runtime (ros2 param set) takes effect, ``Param.applied``: LIVE at
+# once (the node validates and applies it in its own callback); CONFIGURE when the node
+# configures (a plain node only at startup, a lifecycle node at every configure
+# transition); STARTUP only when the node starts.
+LIVE, CONFIGURE, STARTUP = 'live', 'configure', 'startup'
+APPLIED = (LIVE, CONFIGURE, STARTUP)
+
+
 @dataclass(frozen=True)
 class Param:
     """One parameter: name, default (a ``Kind`` when it has none), description.
 
     A parameter without a default is required unless ``optional`` is set; an optional one
-    reads as None when not given.
+    reads as None when not given. ``applied`` says when a value set at runtime takes
+    effect (one of ``APPLIED``); a set that cannot take effect is refused.
     """
 
     name: str
     default: Any
     description: str
     optional: bool = False
+    applied: str = CONFIGURE
+
+    def __post_init__(self) -> None:
+        """Refuse an unknown ``applied``."""
+        if self.applied not in APPLIED:
+            raise ValueError(f'{self.name}: applied={self.applied!r} is not one of {APPLIED}')
 
     @property
     def required(self) -> bool:
@@ -224,6 +239,17 @@ SAFETY_PARAMS = (
     Param('standstill_tolerance_m', 0.0, 'The same for prismatic joints (m; 0 = off).'),
     Param('standstill_settle_s', 0.5, 'Time allowed to settle before standstill '
                                       'monitoring starts (s).'),
+    Param('max_following_error_rad', 0.0,
+          'While a joint is commanded to move: measured minus the command issued '
+          'following_error_delay_s earlier beyond this for following_error_timeout_s '
+          'latches a following_error fault (rad; 0 = off; revolute and continuous '
+          'joints). Off by default: measure the robot first (README).'),
+    Param('max_following_error_m', 0.0, 'The same for prismatic joints (m; 0 = off).'),
+    Param('following_error_timeout_s', 0.1, 'How long the following error must stay '
+                                            'beyond the tolerance to latch (s).'),
+    Param('following_error_delay_s', 0.03,
+          "The command's own delay to the measured position: transport, the downstream "
+          'controller, the robot, joint_states back (s, at most 1).'),
     Param('escalation_max_interventions', 0, 'More interventions than this within '
                                              'escalation_window_s latch a stop (0 = off).'),
     Param('escalation_window_s', 1.0, 'Window for escalation_max_interventions (s).'),
@@ -238,6 +264,9 @@ SAFETY_PARAMS = (
     Param('crossfade_s', 0.1, 'crossfade duration (s).'),
     Param('min_playback_speed', 0.5, 'When inference falls behind, playback slows down '
                                      'to this fraction of real time.'),
+    Param('max_playback_speed', 1.25,
+          'A playback lag the chunks no longer need (they arrive in time again) is worked '
+          'off at up to this multiple of real time, in (1, 2].'),
     Param('surprise_slow_threshold', 0.0, 'World-model surprise (policy/surprise) above '
                                           'which playback slows down (0 = off).'),
     Param('surprise_stop_threshold', 0.0, 'Surprise at or above which the controller '
@@ -251,7 +280,7 @@ SAFETY_PARAMS = (
                                             "commands) or 'joint_trajectory' (single "
                                             'point on joint_trajectory).'),
     Param('autostart', False, 'Configure and activate at startup (activation opens '
-                              'the gate).'),
+                              'the gate).', applied=STARTUP),
     Param('incident_dir', '', 'Write an MCAP rosbag2 of the last incident_window_s on '
                               'every stop, rejection burst and e-stop here ("" = off).'),
     Param('incident_window_s', 10.0, 'Seconds of inputs and outputs in an incident bag.'),

@@ -15,7 +15,8 @@ from wam_runtime.core.limits import (
     config_rows, format_limits_table, held_rows, joint_units, LIMIT_KEYS, LIMIT_KEYS_M,
     resolve_held, resolve_limits, resolve_margins)
 from wam_runtime.core.params import ConfigError, resolve, SAFETY_PARAMS
-from wam_runtime.core.scheduler import BLEND_MODES, INTERPOLATIONS, SchedulerConfig
+from wam_runtime.core.scheduler import BLEND_MODES, INTERPOLATIONS, MAX_PLAYBACK_SPEED, \
+    SchedulerConfig
 from wam_runtime.core.surprise import SurpriseGovernor
 from wam_runtime.core.workspace import workspace_from_params, WorkspaceGuard
 
@@ -64,9 +65,17 @@ def build_safety(values: Mapping[str, Any]) -> SafetySetup:
     for key in ('position_margin_rad', 'position_margin_m', 'max_start_distance_rad',
                 'max_start_distance_m', 'standstill_tolerance_m',
                 'standstill_tolerance_rad', 'estop_timeout_s', 'max_ee_speed_m_s',
+                'max_following_error_rad', 'max_following_error_m',
+                'following_error_timeout_s', 'following_error_delay_s',
                 'escalation_max_interventions', 'incident_max_total_mb'):
         if p[key] < 0:
             raise ConfigError(f'{key}: must be >= 0, got {p[key]}')
+    if not 0.0 <= p['following_error_delay_s'] <= 1.0:
+        raise ConfigError(f'following_error_delay_s: must be in [0, 1] s, got '
+                          f'{p["following_error_delay_s"]}')
+    if not 0.0 <= p['following_error_timeout_s'] < float('inf'):
+        raise ConfigError(f'following_error_timeout_s: must be finite and >= 0, got '
+                          f'{p["following_error_timeout_s"]}')
     _choice(p, 'scaling', SCALING_MODES)
     _choice(p, 'chunk_limit_policy', ('reject', 'clamp'))
     _choice(p, 'output_mode', OUTPUT_MODES)
@@ -75,6 +84,9 @@ def build_safety(values: Mapping[str, Any]) -> SafetySetup:
     if not 0 < p['min_playback_speed'] <= 1:
         raise ConfigError(f'min_playback_speed: must be in (0, 1], got '
                           f'{p["min_playback_speed"]}')
+    if not 1 < p['max_playback_speed'] <= MAX_PLAYBACK_SPEED:
+        raise ConfigError(f'max_playback_speed: must be in (1, {MAX_PLAYBACK_SPEED:g}], got '
+                          f'{p["max_playback_speed"]}')
     names = list(p['joint_names'])
     guard = None
     table = ''
@@ -103,7 +115,8 @@ def build_safety(values: Mapping[str, Any]) -> SafetySetup:
         units = ['rad'] * len(names)
         for key in LIMIT_KEYS_M + ('position_margin_m', 'position_margins_m',
                                    'held_joint_names', 'held_joint_positions',
-                                   'max_start_distance_m', 'standstill_tolerance_m'):
+                                   'max_start_distance_m', 'standstill_tolerance_m',
+                                   'max_following_error_m'):
             if p[key]:
                 raise ConfigError(f'{key}: needs urdf_path (joint types and the joints '
                                   'that are held come from the URDF)')
@@ -123,13 +136,18 @@ def build_safety(values: Mapping[str, Any]) -> SafetySetup:
         standstill_tolerance_rad=_per_unit(units, p['standstill_tolerance_rad'],
                                            p['standstill_tolerance_m']),
         standstill_settle_s=p['standstill_settle_s'],
+        max_following_error_rad=_per_unit(units, p['max_following_error_rad'],
+                                          p['max_following_error_m']),
+        following_error_timeout_s=p['following_error_timeout_s'],
+        following_error_delay_s=p['following_error_delay_s'],
         escalation_max_interventions=p['escalation_max_interventions'],
         escalation_window_s=p['escalation_window_s'],
         estop_timeout_s=p['estop_timeout_s'],
         scheduler=SchedulerConfig(blend=p['blend'], interpolation=p['interpolation'],
                                   ensemble_decay=p['ensemble_decay'],
                                   crossfade_s=p['crossfade_s'],
-                                  min_playback_speed=p['min_playback_speed']),
+                                  min_playback_speed=p['min_playback_speed'],
+                                  max_playback_speed=p['max_playback_speed']),
         workspace_ok=guard,
         point_in_workspace=guard.point_ok if guard else None)
     governor = None

@@ -2,15 +2,18 @@
 
 A chunk's time base is its stamp (the observation time): step ``k`` is due at
 ``stamp + t_k``. The scheduler keeps a playback clock that normally follows wall time;
-when the remaining horizon drops below the measured delay (inference falling behind), it
-slows playback smoothly down to ``min_playback_speed`` instead of stalling or jumping, and
-returns to full speed when chunks arrive in time. The clock never stays behind: a fresh
-chunk resynchronises it to wall time (the lag, wall time minus the playback clock, is
-dropped with the steps already due, and the new chunk starts from the last command), it
-does not run while the controller is stopped (``sample(run=False)``), and a step due more
-than ``max_lag_s`` ago is never returned. New chunks are blended with the one executing
-(``latest``, ``temporal_ensemble`` or ``crossfade``). Sampling is cubic Hermite (C1) by
-default, or linear.
+when the executing chunk would run out before the next one can be expected (inference
+falling behind), it slows playback smoothly down to ``min_playback_speed`` instead of
+stalling or jumping. The slack this builds up (the lag, wall time minus the playback clock)
+is kept while late chunks keep arriving: a slow model's chunks then cover every tick. The
+lag only shrinks: a new chunk whose first step is due after the playback clock moves the
+clock up to that step (never past wall time: nothing of the new plan is skipped, only the
+superseded rest of the old one), and a lag that would break ``max_lag_s`` is dropped
+whole (a resync to wall time). Playback returns to full speed before the lag can pass
+``max_lag_s``; the clock does not run while the controller is stopped
+(``sample(run=False)``), and a step due more than ``max_lag_s`` ago is never returned. New
+chunks are blended with the one executing (``latest``, ``temporal_ensemble`` or
+``crossfade``) from the last command. Sampling is cubic Hermite (C1) by default, or linear.
 
 The scheduler only proposes targets; every target still passes the safety gate.
 """
@@ -19,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 import math
 import statistics
-from typing import Deque, List, Optional, Sequence
+from typing import Deque, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -30,6 +33,12 @@ INTERPOLATIONS = ('cubic', 'linear')
 RESYNC_TOLERANCE_S = 1e-3
 # Chunk intervals and delays are estimated over this many recent chunks (median).
 ESTIMATE_WINDOW = 7
+# Coverage kept beyond the next expected chunk, besides delay_margin_s and the measured
+# jitter: this fraction of the typical chunk delay.
+DELAY_RESERVE = 0.25
+# The largest max_playback_speed accepted: a lag no longer needed is worked off at most
+# this much faster than real time.
+MAX_PLAYBACK_SPEED = 2.0
 
 
 @dataclass
@@ -41,8 +50,9 @@ class SchedulerConfig:
     ensemble_decay: float = 0.1        # ACT's m: weight exp(-m * i), i = 0 for the oldest
     crossfade_s: float = 0.1
     min_playback_speed: float = 0.5
+    max_playback_speed: float = 1.25   # working off a lag that is no longer needed
     speed_slew_per_s: float = 2.0      # how fast playback speed may change (1/s)
-    delay_margin_s: float = 0.05       # slow down when remaining < delay + margin
+    delay_margin_s: float = 0.05       # coverage kept beyond the next expected chunk (s)
     max_lag_s: float = math.inf        # never return a step due longer ago than this
 
     def __post_init__(self) -> None:
@@ -54,6 +64,8 @@ class SchedulerConfig:
                              f'{list(INTERPOLATIONS)}')
         if not 0.0 < self.min_playback_speed <= 1.0:
             raise ValueError('min_playback_speed: must be in (0, 1]')
+        if not 1.0 < self.max_playback_speed <= MAX_PLAYBACK_SPEED:
+            raise ValueError(f'max_playback_speed: must be in (1, {MAX_PLAYBACK_SPEED:g}]')
         for name in ('ensemble_decay', 'crossfade_s', 'speed_slew_per_s', 'delay_margin_s'):
             if not getattr(self, name) >= 0:
                 raise ValueError(f'{name}: must be >= 0')
@@ -72,7 +84,7 @@ class ChunkReport:
     splice_velocity_jump: float    # max |new' - old'| there (rad/s)
     playback_speed: float
     gap_s: float                   # time the previous coverage had already run out
-    lag_s: float = 0.0             # playback lag removed by a resync on this chunk (else 0)
+    lag_s: float = 0.0             # how far this chunk moved a late playback clock up (s)
 
 
 @dataclass
@@ -134,9 +146,10 @@ class SchedulerStats:
     max_splice_position_jump: float = 0.0
     max_splice_velocity_jump: float = 0.0
     min_playback_speed_seen: float = 1.0
+    max_playback_speed_seen: float = 1.0
     gap_total_s: float = 0.0
-    resyncs: int = 0               # chunks that brought a late playback clock back
-    lag_max_s: float = 0.0         # the largest lag a resync dropped
+    resyncs: int = 0               # chunks that moved a late playback clock up
+    lag_max_s: float = 0.0         # the most lag one such chunk removed (s)
     too_late: int = 0              # times the clock fell more than max_lag_s behind
     recent: Deque[ChunkReport] = field(default_factory=lambda: deque(maxlen=200))
 
@@ -154,8 +167,10 @@ class ChunkScheduler:
         self._delays: Deque[float] = deque(maxlen=ESTIMATE_WINDOW)
         self._intervals: Deque[float] = deque(maxlen=ESTIMATE_WINDOW)
         self._delay_est = self._interval_est = 0.0     # their medians, updated per chunk
+        self._spread = 0.0          # how irregular recent chunks were (s)
         self._last_arrival: Optional[float] = None
         self.too_late = False       # the last sample found the clock beyond max_lag_s
+        self._held = False          # the clock was held (stopped) since the last chunk
         self._count = 0
         self.speed_cap = 1.0        # an outside limit on playback speed (e.g. surprise)
         self.stats = SchedulerStats()
@@ -223,23 +238,26 @@ class ChunkScheduler:
         """Adopt a validated chunk (absolute ``times_s``) and report on the splice.
 
         ``current`` is the last command and ``current_time_s`` the playback time it was
-        commanded at; the new chunk is blended in from there instead of stepping. A late
-        playback clock is resynchronised to ``now_s``: the chunk then starts from
-        ``current`` at ``now_s`` alone (the older chunks' lagging plans are dropped).
+        commanded at; the new chunk is blended in from there instead of stepping. A playback
+        clock behind the chunk's first step moves up to it (at most to the last sample's
+        time), one whose lag would break ``max_lag_s`` to that time: the chunk then starts
+        from ``current`` there alone (the older chunks' superseded plans are dropped).
         """
         cfg = self.config
         cubic = cfg.interpolation == 'cubic'
-        lag = self.lag_s()
-        if lag > RESYNC_TOLERANCE_S:
-            # The clock is late (slowed down, or held through a stop): catch up at once and
-            # start the new chunk from the last command.
+        first = float(times_s[0]) if len(times_s) else math.inf
+        catch_up, joins = self._catch_up(first)
+        if catch_up > RESYNC_TOLERANCE_S:
+            # The clock is behind the new plan's first step (held through a stop, or slowed
+            # down more than this chunk needs), or its lag would break max_lag_s: move it up
+            # and start the new chunk from the last command.
             self.stats.resyncs += 1
-            self.stats.lag_max_s = max(self.stats.lag_max_s, lag)
+            self.stats.lag_max_s = max(self.stats.lag_max_s, catch_up)
             self._tracks = []
-            self._tau += lag
-            self._speed = min(1.0, self.speed_cap)    # the new chunk starts on time
+            self._tau += catch_up
             current_time_s = None
         self.too_late = False
+        self._held = False
         tau = self._tau if self._tau is not None else now_s
         delay = now_s - stamp_s
         self._delays.append(delay)
@@ -247,11 +265,23 @@ class ChunkScheduler:
         if self._last_arrival is not None:
             self._intervals.append(max(0.0, now_s - self._last_arrival))
             self._interval_est = _median(self._intervals)
+        # How much later than expected the next chunk may come: twice the median absolute
+        # deviation of recent delays and intervals (one pause or one slow inference does
+        # not move it), and at least a quarter of the typical delay (a slower inference on
+        # a busier machine).
+        self._spread = max(2.0 * _mad(self._delays, self._delay_est),
+                           2.0 * _mad(self._intervals, self._interval_est),
+                           DELAY_RESERVE * self._delay_est)
         self._last_arrival = now_s
         keep = times_s > tau
         dropped = int(np.count_nonzero(~keep))
         times, pos = times_s[keep], positions[keep]
         old = self._tracks[-1] if self._tracks else None
+        if joins:
+            # The new plan starts ahead of the clock: the old plan's steps lead up to it.
+            lead = (old.times > tau) & (old.times < first)
+            times = np.concatenate((old.times[lead], times))
+            pos = np.vstack((old.positions[lead], pos))
         gap = max(0.0, tau - old.end) if old is not None else 0.0
         if current is not None and len(times):
             t0 = tau if current_time_s is None else min(current_time_s, tau)
@@ -278,7 +308,7 @@ class ChunkScheduler:
         else:
             self._tracks.append(track)
         report = ChunkReport(stamp_s, delay, dropped, jump_p, jump_v, self._speed, gap,
-                             lag if lag > RESYNC_TOLERANCE_S else 0.0)
+                             catch_up if catch_up > RESYNC_TOLERANCE_S else 0.0)
         s = self.stats
         s.chunks += 1
         s.delay_mean_s += (delay - s.delay_mean_s) / s.chunks
@@ -290,6 +320,38 @@ class ChunkScheduler:
         s.recent.append(report)
         return report
 
+    def _catch_up(self, first_due_s: float) -> Tuple[float, bool]:
+        """Return how far a new chunk moves the playback clock forward, and if it joins.
+
+        A clock behind the chunk's first step moves up to it (never past wall time, the
+        last sample) unless the executing plan still runs into the new one: then the chunk
+        joins it and the clock stays (0, True). The whole lag goes when keeping it would
+        leave less than ``delay_margin_s`` to ``max_lag_s``.
+        """
+        if self._tau is None or self._last_now is None:
+            return 0.0, False
+        lag = self._last_now - self._tau
+        if lag > self.config.max_lag_s - self.config.delay_margin_s:
+            return max(0.0, lag), False
+        ahead = min(first_due_s, self._last_now) - self._tau
+        if ahead <= RESYNC_TOLERANCE_S:
+            return 0.0, False
+        if self._joins(first_due_s):
+            return 0.0, True
+        return ahead, False
+
+    def _joins(self, first_due_s: float) -> bool:
+        """Whether a new chunk whose first step is ahead of the clock joins the running plan.
+
+        It does while the clock is still inside the executing plan and was not held by a
+        stop since: the clock keeps its lag and runs on along the old plan into the new one
+        (a slow model's chunks tile playback time instead of each pulling the clock
+        forward). After a stop the arm is at rest, and the clock moves up instead.
+        """
+        old = self._tracks[-1] if self._tracks else None
+        return old is not None and not self._held and self._tau is not None and \
+            self._tau < first_due_s and self._tau <= old.end
+
     def sample(self, now_s: float, run: bool = True) -> Optional[np.ndarray]:
         """Advance the playback clock to ``now_s`` and return the target.
 
@@ -300,10 +362,13 @@ class ChunkScheduler:
         if self._tau is None or self._last_now is None:
             self._tau, self._last_now = now_s, now_s
         dt = now_s - self._last_now
+        lag = self.lag_s()
         self._last_now = now_s
         if dt > 0 and run:
-            self._update_speed(dt)
-            self._tau += self._speed * dt
+            self._update_speed(dt, lag)
+            self._tau = min(self._tau + self._speed * dt, now_s)   # never ahead of time
+        elif dt > 0:
+            self._held = True
         if not self._tracks:
             return None
         if now_s - self._tau > cfg.max_lag_s:     # the step due is older than allowed
@@ -342,25 +407,55 @@ class ChunkScheduler:
         w /= w.sum()
         return sum(wi * evaluate(t, tau, cubic) for wi, t in zip(w, self._tracks))
 
-    def _update_speed(self, dt: float) -> None:
+    def _update_speed(self, dt: float, lag: float) -> None:
+        """Slew the playback speed towards what coverage and ``lag`` (before ``dt``) need."""
         cfg = self.config
         remaining = self.remaining_s()
-        # Falling behind: the newest chunk runs out before the next one can be expected
-        # (typical interval between chunks + their delay + a margin). Medians: one pause
-        # or one slow inference is not "falling behind".
-        need = self.interval_estimate_s + self.delay_estimate_s + cfg.delay_margin_s
-        if self._tracks and remaining < need:
-            target = max(cfg.min_playback_speed, remaining / need) if need > 0 else 1.0
-        else:
-            target = 1.0
-        target = min(target, self.speed_cap)
+        # Falling behind: the newest chunk would run out before the next one can be expected
+        # (the last arrival + the typical interval between chunks, a median: one pause or
+        # one slow inference is not "falling behind") plus a margin and the spread of
+        # recent delays and intervals (irregular chunks may come late); once that chunk is
+        # overdue, before another interval has passed. Play just slowly enough to get
+        # there, but not below min_playback_speed.
+        target = 1.0
+        if self._tracks and self._last_arrival is not None:
+            due = self._last_arrival + self._interval_est - self._last_now
+            need = (due if due > 0 else self._interval_est) + cfg.delay_margin_s \
+                + self._spread
+            if remaining < need:
+                target = max(cfg.min_playback_speed, remaining / need)
+            elif lag > 0:
+                # More coverage than needed and a lag: work the lag off, as far as the
+                # coverage allows (the lag a slow model needs stays). Playing faster
+                # uses up both; slow enough that the speed, slewing back, reaches 1 just
+                # as the lag or the spare coverage is gone.
+                spare = min(lag, remaining - need)
+                brake = math.sqrt(2.0 * cfg.speed_slew_per_s * spare)
+                target = min(1.0 + brake, cfg.max_playback_speed)
+        # The lag grows while playback is slower than real time: back to full speed in time
+        # to stay delay_margin_s inside max_lag_s (the speed slews at speed_slew_per_s).
+        if target < 1.0 and math.isfinite(cfg.max_lag_s):
+            slack = 1.0 - self._speed
+            settle = slack * slack / (2 * cfg.speed_slew_per_s) if cfg.speed_slew_per_s > 0 \
+                else 0.0
+            if lag + settle + slack * dt >= cfg.max_lag_s - cfg.delay_margin_s:
+                target = 1.0
+        if self.speed_cap < 1.0:       # an outside limit (surprise): no catching up either
+            target = min(target, self.speed_cap)
         floor = min(cfg.min_playback_speed, self.speed_cap)
         step = cfg.speed_slew_per_s * dt
         self._speed = min(self._speed + step, max(self._speed - step, float(target)))
-        self._speed = min(1.0, max(floor, self._speed))
+        self._speed = min(cfg.max_playback_speed, max(floor, self._speed))
         self.stats.min_playback_speed_seen = min(self.stats.min_playback_speed_seen,
+                                                 self._speed)
+        self.stats.max_playback_speed_seen = max(self.stats.max_playback_speed_seen,
                                                  self._speed)
 
 
 def _median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else 0.0
+
+
+def _mad(values: Sequence[float], center: float) -> float:
+    """Return the median absolute deviation of ``values`` from ``center`` (0 without any)."""
+    return _median([abs(v - center) for v in values])

@@ -66,9 +66,16 @@ def run(duration_s: float, out_dir: str, config: str, width: int, height: int) -
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
     try:
-        started = wait_for(lambda: len(monitor.commands) > 10, 30.0)
-        if not started:
-            raise RuntimeError('no commands within 30 s; logs in ' + out_dir)
+        def running() -> bool:
+            """Commands flow and the safety controller reports chunks it used."""
+            safety = monitor.diag(': safety') or {}
+            return len(monitor.commands) > 10 and float(safety.get('chunks_used', 0)) > 0
+
+        # The window starts once the whole slice runs (on a loaded machine discovery and
+        # the first chunk take a while; the figures are about the running slice).
+        if not wait_for(running, 30.0):
+            raise RuntimeError('no commands from policy chunks within 30 s; logs in '
+                               + out_dir)
         t0 = time.monotonic()
         time.sleep(duration_s)
         times, cmds = monitor.command_array(since=t0)

@@ -35,7 +35,7 @@ from std_msgs.msg import Bool, Float32, Float64MultiArray, MultiArrayDimension, 
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from wam_runtime.core import controller as ctl
+from wam_runtime.core import controller as ctl, following
 from wam_runtime.core.incident import IncidentRecorder
 from wam_runtime.core.joint_states import JointStateError, JointStateMerge
 from wam_runtime.core.params import SAFETY_PARAMS
@@ -43,8 +43,8 @@ from wam_runtime.core.realtime import EXECUTION_LABELS
 from wam_runtime.core.safety_config import build_safety
 from wam_runtime.core.stats import RateMeter, RollingStats
 from wam_runtime.ros.chunk_intake import CdrError, ChunkIntake, TrajectoryReader
-from wam_runtime.ros.common import declare_params, diagnostic_array, now_s, run_node, \
-    stamp_to_ns
+from wam_runtime.ros.common import declare_params, diagnostic_array, now_s, read_params, \
+    run_node, stamp_to_ns
 from wam_runtime.ros.conversions import float_array, JointStateSources, \
     merge_joint_state, s_to_duration, trajectory_arrays
 
@@ -89,8 +89,13 @@ class SafetyControllerNode(LifecycleNode):
         return ctl.SafetyController(setup.config, enabled=False, governor=setup.governor)
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Load limits and URDF, create publishers, subscriptions, services and timers."""
+        """Re-read and validate every parameter, load limits and URDF, create the I/O.
+
+        Parameters may be set only while unconfigured (ros.common.declare_params): each
+        configure validates them all exactly as at startup.
+        """
         try:
+            self.params = read_params(self, PARAMS, previous=self.params)
             self.core = self._build_core()
         except Exception as exc:  # noqa: B902 - reported as a failed transition, then raised
             self._startup_error = exc
@@ -379,7 +384,10 @@ class SafetyControllerNode(LifecycleNode):
         if result.chunk_stamp_ns is not None:
             self._publish_execution(result.chunk_stamp_ns)
         for iv in result.interventions:
-            self._event(iv.reason, iv.joint, iv.requested, iv.allowed, result.chunk_stamp_ns)
+            fault = self.core.following_fault if iv.reason == ctl.FOLLOWING_ERROR else None
+            text = following.describe(self.core.joint_names[fault.joint], fault) if fault else ''
+            self._event(iv.reason, iv.joint, iv.requested, iv.allowed, result.chunk_stamp_ns,
+                        text)
             if iv.reason in STOP_EVENTS:
                 self.get_logger().warning(f'{iv.reason}: controlled stop')
                 if self.recorder is not None:
@@ -447,6 +455,7 @@ class SafetyControllerNode(LifecycleNode):
             'splice_velocity_jump_max_rad_s': sched.max_splice_velocity_jump,
             'playback_speed': self.core.scheduler.speed,
             'playback_speed_min': sched.min_playback_speed_seen,
+            'playback_speed_max': sched.max_playback_speed_seen,
             'coverage_gap_s_total': sched.gap_total_s,
             'playback_lag_ms': self.core.scheduler.lag_s() * 1e3,
             'playback_resyncs': sched.resyncs,

@@ -27,6 +27,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from wam_runtime.core.params import LIVE
 from wam_runtime.ros.common import ConfigError, declare_params, ParamSpec, run_node
 from wam_runtime.ros.conversions import image_msg, s_to_time
 from wam_runtime.sim.world import ReachWorld, validate_seed
@@ -38,7 +39,8 @@ PARAMS = (
     ParamSpec('joint_state_rate_hz', 200.0, 'Physics loop and joint_states rate (Hz).'),
     ParamSpec('real_time_factor', 1.0, 'Simulated seconds per wall-clock second.'),
     ParamSpec('episode_seed', 10000, 'Seed of the next episode started by sim/reset; '
-                                     'must be >= 0. Training used seeds below 10000.'),
+                                     'must be >= 0. Training used seeds below 10000.',
+              applied=LIVE),
     ParamSpec('episode_timeout_s', 8.0, 'An episode without success ends after this (s).'),
 )
 
