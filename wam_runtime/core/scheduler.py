@@ -265,11 +265,12 @@ class ChunkScheduler:
         if self._last_arrival is not None:
             self._intervals.append(max(0.0, now_s - self._last_arrival))
             self._interval_est = _median(self._intervals)
-        # How much later than expected the next chunk may come: twice the median absolute
-        # deviation of recent delays and intervals (one pause or one slow inference does
-        # not move it), and at least a quarter of the typical delay (a slower inference on
-        # a busier machine).
-        self._spread = max(2.0 * _mad(self._delays, self._delay_est),
+        # How much later than expected the next chunk may come: as late as the slowest of
+        # the recent inferences (the worst delay beyond the typical one), as irregular as
+        # recent arrivals (twice the median absolute deviation of the intervals: one pause
+        # in the stream does not count), and at least a quarter of the typical delay (a
+        # slower inference on a busier machine).
+        self._spread = max(max(self._delays) - self._delay_est,
                            2.0 * _mad(self._intervals, self._interval_est),
                            DELAY_RESERVE * self._delay_est)
         self._last_arrival = now_s
