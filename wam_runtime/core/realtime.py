@@ -13,7 +13,7 @@ it, so feedback names a chunk exactly; times of day (``now_s``, ``received_s``) 
 intervals stay float seconds.
 """
 
-from collections import OrderedDict
+from collections import deque, OrderedDict
 import math
 import operator
 from typing import Mapping, Optional, Sequence, Tuple
@@ -22,6 +22,9 @@ import numpy as np
 
 
 FEEDBACK_GRACE_S = 0.1   # publication -> controller -> feedback, with margin
+# The delay to plan for is the worst of this many recent inferences: a policy whose every
+# fifth inference is four times slower starts each one early enough for the slow one.
+DELAY_WINDOW = 16
 EXECUTION_LABELS = ('chunk_stamp_sec', 'chunk_stamp_nanosec', 'executed_step', 'remaining_s',
                     'playback_speed', 'lag_s')
 
@@ -63,6 +66,7 @@ class ExecutionTracker:
         self._history = history
         self._feedback: Optional[Tuple[int, float, float, float]] = None
         self._published_s = -math.inf
+        self._delays: 'deque[float]' = deque(maxlen=DELAY_WINDOW)
         self._delay = 0.0
 
     def on_published(self, stamp_ns: int, positions: np.ndarray,
@@ -81,12 +85,12 @@ class ExecutionTracker:
 
     def on_delay(self, delay_s: float) -> None:
         """Record observation stamp -> chunk published for one inference."""
-        self._delay = delay_s if self._delay == 0.0 else \
-            max(delay_s, 0.8 * self._delay + 0.2 * delay_s)
+        self._delays.append(float(delay_s))
+        self._delay = max(self._delays)
 
     @property
     def expected_delay_s(self) -> float:
-        """Observation-to-publish delay to plan for (recent worst, smoothed)."""
+        """Observation-to-publish delay to plan for (the worst of the recent inferences)."""
         return self._delay
 
     def _newest_unconfirmed(self) -> Optional[int]:
