@@ -141,8 +141,8 @@ POLICY_PARAMS = (
           'as soon as the executing chunk (safety/execution feedback) has less than '
           'trigger_remaining_s left, so that chunks follow each other without a gap.'),
     Param('trigger_remaining_s', 0.0, 'Remaining horizon that triggers inference in '
-                                      "'remaining' mode (s; 0 = measured delay + one "
-                                      'step).'),
+                                      "'remaining' mode (s; 0 = the worst of the last 16 "
+                                      'measured delays + one step).'),
     Param('diagnostics_period_s', 1.0, 'Period of /diagnostics messages (s).'),
 )
 
