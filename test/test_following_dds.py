@@ -227,6 +227,10 @@ def reference_stack(proc_env, tmp_path):
     safety = NodeProcess('wam_runtime.ros.safety_controller', proc_env, 'safety_controller',
                          REFERENCE_YAML, ['-p', f'urdf_path:={URDF_PATH}',
                                           '-p', f'incident_dir:={tmp_path}/incidents',
+                                          # every hold between the moves is an incident:
+                                          # at the default 2 s apart the e-stop's bag
+                                          # would wait behind them
+                                          '-p', 'incident_min_interval_s:=0.1',
                                           '-p', 'diagnostics_period_s:=0.2'],
                          log_dir=str(tmp_path))
     yield sim, safety
