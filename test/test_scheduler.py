@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from wam_runtime.core.scheduler import (
-    _Track, BLEND_MODES, ChunkScheduler, ENSEMBLE_FADE_S, evaluate, hermite_tangents,
-    RESYNC_TOLERANCE_S, SchedulerConfig)
+    BLEND_MODES, ChunkScheduler, ENSEMBLE_FADE_S, RESYNC_TOLERANCE_S, SchedulerConfig)
+from wam_runtime.core.tracks import evaluate, hermite_tangents, Track
 
 DT = 0.05
 H = 16
@@ -20,11 +20,11 @@ def _chunk(stamp, q0, speed, n=H, dt=DT):
 def test_cubic_hermite_is_c1_and_reproduces_lines():
     t = np.array([0.0, 0.1, 0.25, 0.3])
     p = np.array([[0.0], [0.1], [0.25], [0.3]])         # a line: slope 1
-    tr = _Track(t, p, hermite_tangents(t, p), 0.0, 0)
+    tr = Track(t, p, hermite_tangents(t, p), 0.0, 0)
     for x in np.linspace(0, 0.3, 31):
         assert evaluate(tr, x, True)[0] == pytest.approx(x, abs=1e-12)
     q = np.array([[0.0], [0.3], [-0.2], [0.1]])
-    tr = _Track(t, q, hermite_tangents(t, q), 0.0, 0)
+    tr = Track(t, q, hermite_tangents(t, q), 0.0, 0)
     eps = 1e-6
     for knot in t[1:-1]:          # velocity continuous across the knots
         left = (evaluate(tr, knot, True) - evaluate(tr, knot - eps, True)) / eps

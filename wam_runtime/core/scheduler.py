@@ -26,6 +26,8 @@ from typing import Deque, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from wam_runtime.core.tracks import evaluate, hermite_tangents, Track, velocity
+
 BLEND_MODES = ('latest', 'temporal_ensemble', 'crossfade')
 ENSEMBLE_FADE_S = 0.1
 INTERPOLATIONS = ('cubic', 'linear')
@@ -88,54 +90,6 @@ class ChunkReport:
 
 
 @dataclass
-class _Track:
-    times: np.ndarray              # (N,) absolute, strictly increasing
-    positions: np.ndarray          # (N, J)
-    tangents: np.ndarray           # (N, J) for cubic Hermite
-    arrival_tau: float
-    index: int                     # arrival order
-    steps: Optional[np.ndarray] = None   # the chunk's own due times (absolute), all points
-
-    @property
-    def end(self) -> float:
-        return float(self.times[-1])
-
-
-def hermite_tangents(times: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Return finite-difference tangents (central inside, one-sided at the ends)."""
-    n = len(times)
-    if n == 1:
-        return np.zeros_like(positions)
-    d = np.diff(positions, axis=0) / np.diff(times)[:, None]
-    m = np.empty_like(positions)
-    m[0], m[-1] = d[0], d[-1]
-    if n > 2:
-        m[1:-1] = 0.5 * (d[:-1] + d[1:])
-    return m
-
-
-def evaluate(track: _Track, t: float, cubic: bool) -> np.ndarray:
-    """Return the position of a track at time ``t`` (held at its ends)."""
-    ts, ps = track.times, track.positions
-    if t <= ts[0]:
-        return ps[0].copy()
-    if t >= ts[-1]:
-        return ps[-1].copy()
-    i = int(np.searchsorted(ts, t, side='right')) - 1
-    h = ts[i + 1] - ts[i]
-    u = (t - ts[i]) / h
-    if not cubic:
-        return ps[i] + u * (ps[i + 1] - ps[i])
-    u2, u3 = u * u, u * u * u
-    return ((2 * u3 - 3 * u2 + 1) * ps[i] + (u3 - 2 * u2 + u) * h * track.tangents[i]
-            + (-2 * u3 + 3 * u2) * ps[i + 1] + (u3 - u2) * h * track.tangents[i + 1])
-
-
-def _velocity(track: _Track, t: float, cubic: bool, eps: float = 1e-3) -> np.ndarray:
-    return (evaluate(track, t + eps, cubic) - evaluate(track, t - eps, cubic)) / (2 * eps)
-
-
-@dataclass
 class SchedulerStats:
     """Running figures for diagnostics and the replay report."""
 
@@ -160,7 +114,7 @@ class ChunkScheduler:
     def __init__(self, config: SchedulerConfig) -> None:
         """Start empty; the first ``sample`` call anchors the playback clock."""
         self.config = config
-        self._tracks: List[_Track] = []
+        self._tracks: List[Track] = []
         self._tau: Optional[float] = None
         self._last_now: Optional[float] = None
         self._speed = 1.0
@@ -291,19 +245,19 @@ class ChunkScheduler:
                 pos = np.vstack((current, pos))
         if len(times) == 0:     # everything was in the past: keep only the end point
             times, pos = np.array([tau + 1e-3]), positions[-1:]
-        track = _Track(times, pos, hermite_tangents(times, pos) if cubic else
-                       np.zeros_like(pos), tau, self._count, np.asarray(times_s))
+        track = Track(times, pos, hermite_tangents(times, pos) if cubic else
+                      np.zeros_like(pos), tau, self._count, np.asarray(times_s))
         self._count += 1
         jump_p = jump_v = 0.0
         if old is not None and len(times_s) and tau <= old.end:
             # Disagreement of the two plans where the new one starts (before the blend-in
             # from the last command, which hides it).
-            raw = _Track(times_s, positions, hermite_tangents(times_s, positions) if cubic
-                         else np.zeros_like(positions), tau, -1)
+            raw = Track(times_s, positions, hermite_tangents(times_s, positions) if cubic
+                        else np.zeros_like(positions), tau, -1)
             t = min(max(tau, float(times_s[0])), old.end)
             jump_p = float(np.max(np.abs(evaluate(raw, t, cubic) - evaluate(old, t, cubic))))
-            jump_v = float(np.max(np.abs(_velocity(raw, t, cubic)
-                                         - _velocity(old, t, cubic))))
+            jump_v = float(np.max(np.abs(velocity(raw, t, cubic)
+                                         - velocity(old, t, cubic))))
         if cfg.blend == 'latest':
             self._tracks = [track]
         else:
