@@ -179,9 +179,14 @@ def test_blocked_joint_latches_following_error_with_event_and_incident_bag(
     assert 'joint_2' in h.following_events()[0].message
     # The controlled stop holds; an incident bag named after it holds the event.
     assert wait_for(lambda: h.diag.get('mode') == 'following_error', 5.0), h.diag
-    tail = np.array([c for _, c in h.commands[-10:]])
+
+    def holding():
+        last = [c for _, c in h.commands[-10:]]
+        return len(last) == 10 and all(np.array_equal(c, last[-1]) for c in last)
+    assert wait_for(holding, 5.0)           # braked to a stop (read late under load)
+    held = h.commands[-1][1].copy()
     time.sleep(0.3)
-    assert np.all(np.array([c for _, c in h.commands[-10:]]) == tail[-1])
+    assert all(np.array_equal(c, held) for _, c in h.commands[-10:])
     incidents = tmp_path / 'incidents'
 
     def bags():
