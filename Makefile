@@ -1,11 +1,15 @@
 # wam_runtime: the two commands for a fresh machine are `make demo` and `make test`.
-# Every target installs what it needs (`make setup` is idempotent and fast when done).
+# Every target installs what it needs (`make setup` is idempotent and fast when done): the
+# pinned requirements, then this package in editable mode, so that `.venv/bin/wam-runtime`
+# and the node console scripts run the source tree.
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-REQ_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
+WAM := $(VENV)/bin/wam-runtime
+INSTALL_INPUTS := requirements.txt requirements-dev.txt setup.py package.xml
+REQ_HASH := $(shell cat $(INSTALL_INPUTS) | sha256sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 
 # DDS stays on this machine: loopback discovery, a random domain per make invocation, and
@@ -22,18 +26,19 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): $(INSTALL_INPUTS)
 	./scripts/setup_system.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 demo: setup
-	$(PY) -m wam_runtime.demo.reach_demo $(DEMO_ARGS)
+	$(WAM) demo $(DEMO_ARGS)
 
 demo-slice: setup
-	$(PY) -m wam_runtime.demo.slice_demo $(DEMO_ARGS)
+	$(WAM) demo-slice $(DEMO_ARGS)
 
 test: setup
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
@@ -45,4 +50,4 @@ bench: setup
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf build install log .pytest_cache bench/results/*.json bench/results/*.md
+	rm -rf build install log .pytest_cache *.egg-info bench/results/*.json bench/results/*.md

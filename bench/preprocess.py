@@ -256,7 +256,7 @@ def _node_overhead(model: str, cameras: int, duration_s: float) -> Dict:
 
 def bench_policy_overhead(args) -> Dict:
     """policy_node overhead (callback -> publish minus session.run), 1 and 3 cameras."""
-    from wam_runtime.core.model_gen import write_model
+    from wam_runtime.testing.model_gen import write_model
     out: Dict = {'what': 'policy_node: callback of the newest frame -> action chunk published, '
                          'minus the bare session.run; 640x480 rgb8 cameras at 30 Hz over DDS '
                          '(shared-memory profile) into 224x224 float32 NCHW inputs, 10 Hz '

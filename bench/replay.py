@@ -6,9 +6,10 @@ import tempfile
 import time
 from typing import Dict, List
 
+from wam_runtime.bag import open_bag
+from wam_runtime.demo import simdata
 from wam_runtime.processes import REPO_ROOT
-from wam_runtime.replay import cli, simdata
-from wam_runtime.replay.bag_io import open_bag
+from wam_runtime.replay import cli
 
 SEEDS = [30100, 30101, 30102]
 CONFIG = os.path.join(REPO_ROOT, 'config', 'reference_arm.yaml')

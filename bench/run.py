@@ -70,7 +70,7 @@ def transport_floor(duration_s: float, width: int, height: int) -> Dict:
 def session_run_floor(n: int = 300) -> Dict:
     """Bare ``session.run`` of the slice's generated model."""
     import onnxruntime as ort
-    from wam_runtime.core.model_gen import write_model
+    from wam_runtime.testing.model_gen import write_model
     path = write_model(os.path.join(tempfile.mkdtemp(), 'bench.onnx'))
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1

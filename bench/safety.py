@@ -10,7 +10,7 @@ import numpy as np
 
 from wam_runtime.core import controller as ctl
 from wam_runtime.core.gate import gate_step, GateState
-from wam_runtime.core.limits import resolve_limits
+from wam_runtime.core.urdf import resolve_limits
 from wam_runtime.core.workspace import WorkspaceConfig, WorkspaceGuard
 from wam_runtime.processes import NodeProcess, random_domain_id, REPO_ROOT, ros_env, wait_for
 
@@ -86,7 +86,7 @@ def _jitter(duration_s: float, with_policy: bool) -> Dict:
     from rclpy.executors import SingleThreadedExecutor
     from diagnostic_msgs.msg import DiagnosticArray
     from std_msgs.msg import Float64MultiArray
-    from wam_runtime.core.model_gen import write_model
+    from wam_runtime.testing.model_gen import write_model
     out = tempfile.mkdtemp(prefix='wam_bench_jitter_')
     config = os.path.join(REPO_ROOT, 'config', 'slice.yaml')
     domain = random_domain_id()

@@ -72,7 +72,7 @@ def proc_env(domain_id):
 @pytest.fixture
 def generated_model(tmp_path):
     """Write a generated single-camera model; return its path with the default 6 joints."""
-    from wam_runtime.core.model_gen import write_model
+    from wam_runtime.testing.model_gen import write_model
     return write_model(str(tmp_path / 'generated.onnx'))
 
 

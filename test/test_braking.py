@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from wam_runtime.core.braking import stop_time
-from wam_runtime.core.gate import (
-    braking_path, gate_step, GateState, JointLimits)
+from wam_runtime.core.gate import braking_path, gate_step, GateState
+from wam_runtime.core.limits import JointLimits
 
 pytestmark = pytest.mark.filterwarnings('error::RuntimeWarning')
 

@@ -18,13 +18,14 @@ import pytest
 import yaml
 
 from wam_runtime import cli
-from wam_runtime.core.gate import gate_step, GateState, LimitsError
+from wam_runtime.core.gate import gate_step, GateState
 from wam_runtime.core.kinematics import Kinematics
-from wam_runtime.core.limits import (
-    continuous_joints, format_limits_table, joint_units, parse_urdf_joints, resolve_held,
-    resolve_limits, resolve_margins)
-from wam_runtime.core.params import ConfigError, node_parameters
+from wam_runtime.core.limits import format_limits_table, LimitsError, resolve_margins
+from wam_runtime.core.param_files import node_parameters
+from wam_runtime.core.params import ConfigError
 from wam_runtime.core.safety_config import build_safety
+from wam_runtime.core.urdf import (
+    continuous_joints, joint_units, parse_urdf_joints, resolve_held, resolve_limits)
 from wam_runtime.core.workspace import WorkspaceConfig, WorkspaceGuard
 from wam_runtime.processes import NodeProcess, REPO_ROOT, wait_for, write_params
 

@@ -1,9 +1,11 @@
-"""``wam-runtime``: inspect, check-config, check-launch and the replay dispatch."""
+"""``wam-runtime``: the commands and their help, inspect, check-config, check-launch, record."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import types
 
 import onnx
@@ -11,8 +13,8 @@ import pytest
 import yaml
 
 from wam_runtime import cli
-from wam_runtime.core.model_gen import build_model, make_contract_dict
 from wam_runtime.processes import REPO_ROOT
+from wam_runtime.testing.model_gen import build_model, make_contract_dict
 
 CONFIG = os.path.join(REPO_ROOT, 'config')
 MODEL = os.path.join(REPO_ROOT, 'models', 'reference_reach.onnx')
@@ -188,14 +190,18 @@ def test_check_launch_reports_bad_arguments(capsys):
     assert code == 2 and "argument 'output_mode' = 'velocity' is not one of" in out
 
 
-# ------------------------------------------------------------------ replay dispatch
+# ------------------------------------------------------------------ dispatch
 def test_replay_dispatches_to_the_replay_tool(monkeypatch):
     seen = []
     fake = types.ModuleType('wam_runtime.replay.cli')
-    fake.main = lambda argv: seen.append(argv) or 7
+    fake.main = lambda argv: seen.append((argv, list(sys.argv))) or 7
     monkeypatch.setitem(sys.modules, 'wam_runtime.replay.cli', fake)
+    argv0 = sys.argv[0]
     assert cli.main(['replay', 'bag', '--config', 'c.yaml', '--realtime']) == 7
-    assert seen == [['bag', '--config', 'c.yaml', '--realtime']]
+    # The tool sees its own arguments, and argv[0] names it for its argparse usage line.
+    assert seen == [(['bag', '--config', 'c.yaml', '--realtime'],
+                     ['wam-runtime replay', 'bag', '--config', 'c.yaml', '--realtime'])]
+    assert sys.argv[0] == argv0
 
 
 def test_replay_without_the_replay_tool_is_a_clear_error(monkeypatch, capsys):
@@ -205,10 +211,139 @@ def test_replay_without_the_replay_tool_is_a_clear_error(monkeypatch, capsys):
     assert 'the replay tool (wam_runtime.replay.cli) is not part of this installation' in out
 
 
+def test_a_missing_dependency_of_a_tool_is_named(monkeypatch, tmp_path, capsys):
+    (tmp_path / 'wam_fake_tool.py').write_text('import wam_no_such_dependency\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.COMMANDS, 'train', cli.Command('wam_fake_tool', 'fake'))
+    code, out = _run(capsys, 'train', '--help')
+    assert code == 2
+    assert "wam-runtime train: cannot start, module 'wam_no_such_dependency' is missing" in out
+
+
+def test_an_interrupted_tool_exits_130(monkeypatch):
+    fake = types.ModuleType('wam_runtime.sim.evaluate')
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+    fake.main = interrupted
+    monkeypatch.setitem(sys.modules, 'wam_runtime.sim.evaluate', fake)
+    assert cli.main(['evaluate']) == 130
+
+
+def test_every_command_module_exists_with_a_main():
+    import importlib.util
+    for name, command in cli.COMMANDS.items():
+        assert importlib.util.find_spec(command.module) is not None, (name, command.module)
+    assert set(cli.ALIASES.values()) <= set(cli.COMMANDS)
+
+
+# ------------------------------------------------------------------ the console script
+WAM = os.path.join(os.path.dirname(sys.executable), 'wam-runtime')
+
+
+def _console(*argv, **kwargs):
+    """Run the installed ``wam-runtime`` console script (``make setup`` installs it)."""
+    if not os.path.isfile(WAM):
+        pytest.skip(f'no wam-runtime console script next to {sys.executable} (make setup)')
+    return subprocess.run([WAM, *argv], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, **kwargs)
+
+
+@pytest.mark.parametrize('name', list(cli.COMMANDS) + list(cli.ALIASES))
+def test_every_command_prints_its_own_help(name):
+    res = _console(name, '--help')
+    assert res.returncode == 0, res.stdout + res.stderr
+    usage = res.stdout.splitlines()[0]
+    assert usage.startswith('usage: ') and 'COMMAND' not in usage, res.stdout
+    if name != 'export':        # export names its own program
+        assert usage.startswith(f'usage: wam-runtime {cli.ALIASES.get(name, name)} '), usage
+
+
+@pytest.mark.parametrize('name', list(cli.COMMANDS))
+def test_every_command_module_runs_with_python_m(name):
+    res = subprocess.run([sys.executable, '-m', cli.COMMANDS[name].module, '--help'],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.startswith('usage: '), res.stdout + res.stderr
+
+
+def test_help_lists_every_command():
+    res = _console('--help')
+    assert res.returncode == 0, res.stderr
+    for name, command in cli.COMMANDS.items():
+        assert f'  {name} ' in res.stdout and command.summary in res.stdout, name
+
+
+@pytest.mark.parametrize('argv', [['bogus'], [], ['--bogus']])
+def test_an_unknown_or_missing_command_exits_2_with_the_commands(argv):
+    res = _console(*argv)
+    assert res.returncode == 2, res.stdout + res.stderr
+    for name in cli.COMMANDS:
+        assert name in res.stderr, (name, res.stderr)
+    if argv == ['bogus']:
+        assert "wam-runtime: error: unknown command 'bogus' (commands: demo, " in res.stderr
+
+
 def test_console_entry_point_runs_as_a_process():
+    res = _console('inspect', MODEL)
+    assert res.returncode == 0 and 'valid     the contract' in res.stdout, res.stderr
     res = subprocess.run([sys.executable, '-m', 'wam_runtime.cli', 'inspect', MODEL],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     res = subprocess.run([sys.executable, '-m', 'wam_runtime.cli', 'bogus'], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=60)
-    assert res.returncode == 2 and 'invalid choice' in res.stderr
+    assert res.returncode == 2 and "unknown command 'bogus'" in res.stderr
+
+
+# ------------------------------------------------------------------ record
+def test_record_turns_its_flags_into_recorder_parameters():
+    from wam_runtime.ros.record import ros_arguments
+    assert ros_arguments(['--out', '/data/ep 1', '--cameras', 'front', 'wrist',
+                          '--compressed', 'wrist', '--storage', 'sqlite3',
+                          '--max-episode-s', '30', '--no-split-on-outcome',
+                          '--namespace', 'robot', '--ros-args', '-p', 'episode_prefix:=take']) \
+        == ['wam-runtime record', '--ros-args', '-p', 'output_dir:="/data/ep 1"',
+            '-p', 'camera_names:=["front", "wrist"]', '-p', 'compressed_cameras:=["wrist"]',
+            '-p', 'storage_id:="sqlite3"', '-p', 'max_episode_s:=30.0',
+            '-p', 'split_on_outcome:=false', '-r', '__ns:=/robot',
+            '--ros-args', '-p', 'episode_prefix:=take']
+    # Parameters without their flag keep the node's defaults.
+    assert ros_arguments(['--out', 'x']) == ['wam-runtime record', '--ros-args',
+                                             '-p', 'output_dir:="x"']
+
+
+@pytest.mark.ros
+def test_record_writes_an_episode_per_split(ros_context, proc_env, tmp_path):
+    import rclpy
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import JointState
+    from std_srvs.srv import Trigger
+    from wam_runtime.processes import wait_for
+    out = tmp_path / 'episodes'
+    if not os.path.isfile(WAM):
+        pytest.skip(f'no wam-runtime console script next to {sys.executable} (make setup)')
+    log = open(tmp_path / 'record.log', 'w+', encoding='utf-8')
+    proc = subprocess.Popen([WAM, 'record', '--out', str(out), '--storage', 'sqlite3',
+                             '--namespace', 'cell'], env=proc_env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        node = ros_context(rclpy.create_node('record_test', context=ros_context.context))
+        js = node.create_publisher(JointState, '/cell/joint_states', qos_profile_sensor_data)
+        split = node.create_client(Trigger, '/cell/recorder/split')
+        assert split.wait_for_service(timeout_sec=20.0)
+        assert wait_for(lambda: js.get_subscription_count() > 0, 10.0)
+        for _ in range(20):
+            js.publish(JointState(name=['joint_1'], position=[0.0]))
+            time.sleep(0.02)
+        future = split.call_async(Trigger.Request())
+        assert wait_for(future.done, 5.0) and future.result().success
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=15.0)
+        log.seek(0)
+        output = log.read()
+        log.close()
+    assert code == 0, output
+    with open(out / 'episodes.jsonl', encoding='utf-8') as f:
+        episodes = [json.loads(line) for line in f]
+    assert episodes[0]['end_reason'] == 'manual' and episodes[0]['storage'] == 'sqlite3'
+    assert episodes[0]['messages'].get('/cell/joint_states', 0) > 0, episodes

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from wam_runtime.core import controller as c
-from wam_runtime.core.gate import JointLimits
-from wam_runtime.core.scheduler import RESYNC_TOLERANCE_S
+from wam_runtime.core.limits import JointLimits
+from wam_runtime.core.scheduler import RESYNC_TOLERANCE_S, SchedulerConfig
 
 NAMES = ('j1', 'j2')
 LIM = JointLimits.create(NAMES, [-3, -3], [3, 3], [2.0, 2.0], [20.0, 20.0])
@@ -33,7 +33,7 @@ EVENTS = st.lists(st.tuples(
 def test_the_clock_never_acts_on_stale_time(events, blend):
     cfg = c.ControllerConfig(limits=LIM, control_period_s=PERIOD, command_timeout_s=0.3,
                              state_timeout_s=0.2, max_chunk_age_s=MAX_AGE,
-                             scheduler=c.SchedulerConfig(blend=blend))
+                             scheduler=SchedulerConfig(blend=blend))
     ctl = c.SafetyController(cfg)
     sched = ctl.scheduler
     t = 0.0

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from wam_runtime.core import controller as c
-from wam_runtime.core.gate import (
-    gate_step, GateState, JointLimits, LimitsError, unwrap_near, wrap_angle)
+from wam_runtime.core.gate import gate_step, GateState, unwrap_near, wrap_angle
+from wam_runtime.core.limits import JointLimits, LimitsError
 
 NAMES = ('wrist', 'elbow')
 INF = math.inf

@@ -1,15 +1,17 @@
-"""Model contract: parsing, field-naming errors, overrides, validation against a session."""
+"""Model contract: parsing, field-naming errors, overrides, validation, the metadata entry."""
 
 import copy
 import json
 
+from onnx import helper
 import onnxruntime as ort
 import pytest
 
 from wam_runtime.core.contract import (
-    apply_overrides, ContractError, parse_contract, validate_against_io)
+    apply_overrides, ContractError, METADATA_KEY, parse_contract, validate_against_io,
+    write_contract)
 from wam_runtime.core.inference import session_io
-from wam_runtime.core.model_gen import build_model, make_contract_dict
+from wam_runtime.testing.model_gen import build_model, make_contract_dict
 
 
 def test_round_trip_through_json():
@@ -218,3 +220,37 @@ def test_integer_world_model_output_is_refused():
         validate_against_io(parse_contract(make_contract_dict(world_model=True)), inputs,
                             outputs)
     assert info.value.field_path == 'contract.world_model.embedding_output'
+
+
+def test_output_names_are_the_action_then_the_world_model_outputs():
+    assert parse_contract(make_contract_dict()).output_names == ['actions']
+    c = parse_contract(make_contract_dict(world_model=True))
+    assert c.output_names == ['actions', 'embedding', 'predicted_next_embedding']
+
+
+def test_write_contract_replaces_only_the_contract_entry():
+    model = build_model()
+    helper.set_model_props(model, {'author': 'me', METADATA_KEY: '{"stale": true}'})
+    d = make_contract_dict(horizon=8)
+    text = write_contract(model, d)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta == {'author': 'me', METADATA_KEY: text}
+    assert [p.key for p in model.metadata_props].count(METADATA_KEY) == 1
+    assert json.loads(text) == d and text == json.dumps(d, sort_keys=True)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=['CPUExecutionProvider'])
+    assert parse_contract(sess.get_modelmeta().custom_metadata_map[METADATA_KEY]).action \
+        .horizon == 8
+
+
+def test_write_contract_takes_a_parsed_contract_in_canonical_form():
+    model = build_model()
+    c = parse_contract(make_contract_dict())
+    assert write_contract(model, c) == c.to_json()
+    assert parse_contract(model.metadata_props[-1].value) == c
+
+
+def test_write_contract_does_not_validate_a_mapping():
+    model = build_model()
+    write_contract(model, {'format_version': 99})    # mismatch tests write broken contracts
+    with pytest.raises(ContractError, match='format_version'):
+        parse_contract(model.metadata_props[-1].value)

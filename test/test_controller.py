@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from wam_runtime.core import controller as c
-from wam_runtime.core.gate import JointLimits
+from wam_runtime.core.limits import JointLimits
 
 NAMES = ('j1', 'j2')
 LIM = JointLimits.create(NAMES, [-1, -1], [1, 1], [2.0, 2.0])

@@ -22,7 +22,8 @@ from wam_runtime.core.contract import (  # noqa: E402
     ContractError, METADATA_KEY, parse_contract)
 from wam_runtime.core.inference import OnnxPolicy  # noqa: E402
 from wam_runtime.export import (  # noqa: E402
-    EXIT_INVALID, EXIT_OK, EXIT_PARITY, export_policy, ExportError, random_inputs)
+    EXIT_INVALID, EXIT_OK, EXIT_PARITY, export_policy, ExportError)
+from wam_runtime.parity import random_inputs  # noqa: E402
 
 LEFT = [f'left_joint_{i}' for i in range(1, 8)]
 RIGHT = [f'right_joint_{i}' for i in range(1, 8)]
@@ -173,7 +174,7 @@ def _data_dependent_horizon(path, steps, contract_horizon):
     ``contract_horizon``.
     """
     from onnx import helper, numpy_helper, TensorProto
-    from wam_runtime.core.model_gen import build_model, make_contract_dict
+    from wam_runtime.testing.model_gen import build_model, make_contract_dict
     model = build_model(horizon=8)
     graph = model.graph
     final = next(n for n in graph.node if list(n.output) == ['actions'])

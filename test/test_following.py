@@ -10,7 +10,8 @@ import pytest
 
 from wam_runtime.core import controller as c
 from wam_runtime.core.following import describe, FollowingMonitor
-from wam_runtime.core.gate import JointLimits, wrap_angle
+from wam_runtime.core.gate import wrap_angle
+from wam_runtime.core.limits import JointLimits
 from wam_runtime.core.params import ConfigError
 from wam_runtime.core.safety_config import build_safety
 

@@ -18,7 +18,7 @@ from rosbags.highlevel import AnyReader
 import yaml
 
 from wam_runtime.core.following import FollowingMonitor
-from wam_runtime.core.params import node_parameters
+from wam_runtime.core.param_files import node_parameters
 from wam_runtime.processes import call_service, NodeProcess, REPO_ROOT, wait_for, write_params
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

@@ -6,8 +6,8 @@ import pytest
 
 from wam_runtime.core.gate import (
     ACCELERATION_LIMIT, braking_speed, gate_command, gate_step, GateState, JERK_LIMIT,
-    JointLimits, LimitsError, NON_FINITE, POSITION_LIMIT, VELOCITY_LIMIT, WORKSPACE_HOLD,
-    WORKSPACE_LIMIT)
+    NON_FINITE, POSITION_LIMIT, VELOCITY_LIMIT, WORKSPACE_HOLD, WORKSPACE_LIMIT)
+from wam_runtime.core.limits import JointLimits, LimitsError
 
 # Overflow or invalid arithmetic inside the gate is a finding, not noise.
 pytestmark = pytest.mark.filterwarnings('error::RuntimeWarning')

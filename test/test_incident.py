@@ -6,7 +6,9 @@ from pathlib import Path
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import get_typestore, Stores
 
-from wam_runtime.core.incident import folder_bytes, incident_bags, IncidentRecorder
+from wam_runtime.bag.incident import folder_bytes, incident_bags, IncidentRecorder
+from wam_runtime.bag.mcap import McapIndex
+from wam_runtime.core.incident import IncidentWindow
 
 STORE = get_typestore(Stores.ROS2_JAZZY)
 MSG = 'std_msgs/msg/Float64'
@@ -126,3 +128,63 @@ def test_a_single_bag_larger_than_the_cap_is_kept(tmp_path):
     path = rec.trigger(1 * S, 'estop')
     rec.close()
     assert incident_bags(str(tmp_path)) == [path] and rec.deleted == []
+
+
+def test_incident_bags_carry_crcs(tmp_path):
+    rec = IncidentRecorder(str(tmp_path), window_s=1.0)
+    _feed(rec, 0.0, 0.5)
+    path = rec.trigger(int(0.5 * S), 'estop')
+    rec.close()
+    (mcap,) = [os.path.join(path, f) for f in os.listdir(path) if f.endswith('.mcap')]
+    index = McapIndex(mcap)
+    assert index.summary_crc_checked
+    with open(mcap, 'rb') as f:
+        read = [index.chunk_messages(f, c) for c in index.chunks]
+    assert all(r.problem is None for r in read) and sum(len(r.messages) for r in read) == 50
+
+
+def test_a_type_without_definition_is_left_out_not_fatal(tmp_path):
+    rec = IncidentRecorder(str(tmp_path), window_s=1.0)
+    _feed(rec, 0.0, 0.1)
+    rec.add(int(0.05 * S), 'custom', 'my_msgs/msg/Unknown', b'\x00\x01\x00\x00')
+    path = rec.trigger(int(0.1 * S), 'estop')
+    rec.close()
+    assert rec.written == [path] and rec.errors == [] and rec.left_out == 1
+    assert {topic for topic, _, _ in _read(path)} == {'commands'}
+
+
+# The window itself (core): pure logic, time passed in.
+
+def test_window_drops_what_is_older_than_the_window():
+    win = IncidentWindow(window_s=1.0, min_interval_s=0.0)
+    for k in range(30):
+        assert win.add(k * S // 10, 'a', MSG, b'x') is None
+    cut = win.trigger(29 * S // 10, 'estop')
+    assert cut.reason == 'estop' and cut.t_ns == 29 * S // 10
+    assert [e[0] for e in cut.entries] == [k * S // 10 for k in range(19, 30)]
+
+
+def test_window_caps_message_and_buffer_bytes():
+    win = IncidentWindow(window_s=100.0, max_message_bytes=10, max_buffer_bytes=25)
+    win.add(1, 'a', MSG, b'x' * 11)
+    assert win.left_out == 1
+    for k in range(5):
+        win.add(2 + k, 'a', MSG, b'y' * 10)
+    cut = win.trigger(10, 'estop')
+    assert [e[0] for e in cut.entries] == [5, 6]       # the oldest go first, 20 <= 25 bytes
+
+
+def test_window_defers_within_the_interval_and_cuts_at_the_next_message():
+    win = IncidentWindow(window_s=10.0, min_interval_s=2.0)
+    win.add(0, 'a', MSG, b'0')
+    assert win.trigger(1 * S, 'first') is not None
+    assert win.trigger(2 * S, 'second') is None
+    assert win.trigger(int(2.5 * S), 'third') is None and win.pending == 'second'
+    assert win.add(int(2.9 * S), 'a', MSG, b'1') is None
+    cut = win.add(3 * S, 'a', MSG, b'2')
+    assert (cut.t_ns, cut.reason, win.pending) == (3 * S, 'second', None)
+    assert [e[0] for e in cut.entries] == [0, int(2.9 * S), 3 * S]
+    assert win.trigger(4 * S, 'fourth') is None             # 1 s after the deferred cut
+    cut = win.close()
+    assert (cut.t_ns, cut.reason) == (4 * S, 'fourth')      # the later of stamp and data
+    assert win.close() is None

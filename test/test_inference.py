@@ -11,7 +11,7 @@ import pytest
 from wam_runtime.core.contract import ContractError, METADATA_KEY
 from wam_runtime.core.inference import (
     fallback_message, ModelLoadError, OnnxPolicy, ProviderConfig, select_providers)
-from wam_runtime.core.model_gen import build_model, expected_actions, make_contract_dict
+from wam_runtime.testing.model_gen import build_model, expected_actions, make_contract_dict
 
 
 def test_outputs_match_the_generated_function(generated_model):

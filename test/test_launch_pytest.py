@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from wam_runtime.core.limits import parse_urdf_joints
+from wam_runtime.core.urdf import parse_urdf_joints
 from wam_runtime.processes import call_service, NodeProcess, REPO_ROOT, wait_for
 from wam_runtime.tools.launch_check import ros_arguments, validate_launch
 from wam_runtime.tools.params_check import NODE_MODULES

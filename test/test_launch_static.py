@@ -15,15 +15,16 @@ import textwrap
 import pytest
 import yaml
 
+from wam_runtime.core.param_files import key_matches, load_param_file
 from wam_runtime.core.params import Kind
 from wam_runtime.processes import REPO_ROOT
 from wam_runtime.tools import config_docs
+from wam_runtime.tools.controllers_check import check_controllers, load_controllers
 from wam_runtime.tools.launch_check import (
     console_scripts, evaluate_launch, launch_files, NODE_TOPICS, ros_arguments,
     SAFETY_OUTPUTS, validate_launch)
 from wam_runtime.tools.params_check import (
-    check_controllers, check_param_file, key_matches, load_controllers, load_param_file,
-    NODE_MODULES, node_schema, NODE_SCHEMAS)
+    check_param_file, NODE_MODULES, node_schema, NODE_SCHEMAS)
 
 LAUNCH = os.path.join(REPO_ROOT, 'launch')
 CONFIG = os.path.join(REPO_ROOT, 'config')
@@ -299,6 +300,55 @@ def test_remaps_that_split_a_topic_and_wrong_camera_names_are_found(tmp_path):
     assert 'policy/action_chunk' not in errors
 
 
+def _policy_config(tmp_path, **changes):
+    with open(os.path.join(CONFIG, 'reference_arm.yaml'), encoding='utf-8') as f:
+        doc = yaml.safe_load(f)
+    doc['/**/policy_node']['ros__parameters'].update(changes)
+    cfg = tmp_path / 'policy.yaml'
+    cfg.write_text(yaml.safe_dump(doc))
+    return str(cfg)
+
+
+@pytest.mark.parametrize('change,message', [
+    ({'inference_trigger': 'sometimes'}, "inference_trigger: 'sometimes' is not one of"),
+    ({'inference_rate_hz': 0.0}, 'inference_rate_hz: must be > 0'),
+    ({'compressed_cameras': ['wrist']}, "compressed_cameras: ['wrist'] are not cameras"),
+])
+def test_policy_values_are_built_like_the_node_builds_them(tmp_path, change, message):
+    plan = _validate('bringup.launch.py', config_file=_policy_config(tmp_path, **change))
+    errors = _errors(plan)
+    assert any(message in e and '/policy_node' in e for e in errors), errors
+
+
+def test_inference_inputs_are_offered_to_a_recorder_outside_the_launch():
+    plan = _validate('sim.launch.py', namespace='robot1')
+    assert _errors(plan) == []
+    assert plan.resolved('/robot1/policy_node', 'policy/inference_inputs') == \
+        '/robot1/policy/inference_inputs'
+    offered = {e.resolved for e in plan.unconsumed_outputs()}
+    assert {'/robot1/policy/inference_inputs', '/diagnostics'} <= offered
+    assert '/robot1/policy/surprise' not in offered       # the safety controller takes it
+
+
+def test_launch_parameters_merge_like_rcl(tmp_path):
+    from wam_runtime.tools.launch_check.checks import node_values
+    from wam_runtime.tools.launch_check.plan import LaunchPlan, NodeDecl
+    first = tmp_path / 'first.yaml'
+    first.write_text(yaml.safe_dump({'/**': {'ros__parameters': {'a': 1, 'b': 1}},
+                                     '/**/n': {'ros__parameters': {'a': 2}}}))
+    second = tmp_path / 'second.yaml'
+    second.write_text(yaml.safe_dump({'/ns/n': {'ros__parameters': {'c': 3}},
+                                      'n': {'ros__parameters': {'c': 4}}}))
+    node = NodeDecl('wam_runtime', 'n', 'n', '/ns',
+                    [('file', str(first)), ('dict', {'a': 5, 'b': 5}), ('file', str(second))],
+                    [], [], 'test.launch.py')
+    plan = LaunchPlan('test.launch.py', {}, nodes=[node])
+    # The dictionary is a /** section: it updates the first file's /** in its place, so the
+    # later /**/n section still wins for a; 'n' means /n and misses /ns/n.
+    assert node_values(plan, node) == {'a': 2, 'b': 5, 'c': 3}
+    assert plan.findings == []
+
+
 def test_bridge_entry_without_a_ros_side_is_found(tmp_path):
     with open(os.path.join(CONFIG, 'gz_bridge.yaml'), encoding='utf-8') as f:
         entries = yaml.safe_load(f)
@@ -381,8 +431,12 @@ def test_node_schemas_are_what_the_node_modules_declare():
 
 
 def _code_topics(module):
-    """Topics the module creates publishers/subscriptions for (f-strings as patterns)."""
+    """Topics the module creates publishers/subscriptions for (f-strings as patterns).
+
+    A topic given by name (``ACTION_CHUNK``, ``interfaces.EVENTS``) is the module's value.
+    """
     import importlib
+    namespace = vars(importlib.import_module(module))
     path = importlib.util.find_spec(module).origin
     with open(path, encoding='utf-8') as f:
         tree = ast.parse(f.read())
@@ -397,15 +451,24 @@ def _code_topics(module):
                 found.add((direction, arg.value))
             elif isinstance(arg, ast.JoinedStr):
                 found.add((direction, ast.unparse(arg)))
+            elif isinstance(arg, ast.Name) and isinstance(namespace.get(arg.id), str):
+                found.add((direction, namespace[arg.id]))
+            elif isinstance(arg, ast.Attribute) and isinstance(arg.value, ast.Name) and \
+                    isinstance(getattr(namespace.get(arg.value.id), arg.attr, None), str):
+                found.add((direction, getattr(namespace[arg.value.id], arg.attr)))
     return found
 
 
 @pytest.mark.parametrize('node', sorted(NODE_TOPICS))
 def test_topic_table_matches_the_node_code(node):
+    import importlib
     code = _code_topics(NODE_MODULES[node])
-    table = {(d, t) for d in ('pub', 'sub') for t, _ in NODE_TOPICS[node][d]}
-    if node == 'safety_controller':
-        table |= {('pub', t) for t, _ in SAFETY_OUTPUTS.values()}
+    table = {(d, e.topic) for d in ('pub', 'sub') for e in NODE_TOPICS[node][d]}
+    if node == 'safety_controller':     # its command output: SAFETY_OUTPUTS[output_mode]
+        outputs = {('pub', t) for t, _ in SAFETY_OUTPUTS.values()}
+        module = importlib.import_module(NODE_MODULES[node])
+        assert getattr(module, 'SAFETY_OUTPUTS', None) is SAFETY_OUTPUTS or outputs <= code
+        code -= outputs
     static = {(d, t) for d, t in code if not t.startswith('f')}
     dynamic = code - static
     # /clock (sim_node, only under use_sim_time) and the cameras are added per launch.

@@ -6,8 +6,9 @@ from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
 
-from wam_runtime.core.gate import gate_step, GateState, LimitsError
-from wam_runtime.core.limits import format_limits_table, parse_urdf_joints, resolve_limits
+from wam_runtime.core.gate import gate_step, GateState
+from wam_runtime.core.limits import format_limits_table, LimitsError
+from wam_runtime.core.urdf import parse_urdf_joints, resolve_limits
 from wam_runtime.core.workspace import WorkspaceConfig, WorkspaceGuard
 from wam_runtime.processes import REPO_ROOT
 

@@ -5,9 +5,9 @@ import os
 import pytest
 import yaml
 
-from wam_runtime.core.gate import LimitsError
-from wam_runtime.core.params import (
-    ConfigError, node_parameters, POLICY_PARAMS, resolve, SAFETY_PARAMS)
+from wam_runtime.core.limits import LimitsError
+from wam_runtime.core.param_files import node_parameters
+from wam_runtime.core.params import ConfigError, POLICY_PARAMS, resolve, SAFETY_PARAMS
 from wam_runtime.core.safety_config import build_safety
 from wam_runtime.processes import REPO_ROOT
 

@@ -18,7 +18,7 @@ from hypothesis import assume, given, settings, strategies as st
 import numpy as np
 
 from wam_runtime.core import controller as c
-from wam_runtime.core.gate import JointLimits
+from wam_runtime.core.limits import JointLimits
 from wam_runtime.core.scheduler import SchedulerConfig
 
 NAMES = ('j1', 'j2')

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from wam_runtime.core.inference import file_sha256
-from wam_runtime.core.model_gen import expected_actions, write_model
 from wam_runtime.processes import NodeProcess, wait_for, write_params
+from wam_runtime.testing.model_gen import expected_actions, write_model
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
+from wam_runtime.bag import open_bag
+from wam_runtime.demo import simdata
 from wam_runtime.processes import NodeProcess, wait_for
-from wam_runtime.replay import simdata
-from wam_runtime.replay.bag_io import open_bag
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -44,11 +44,34 @@ def test_simulator_episode_is_recorded_with_its_outcome(sim_bags, storage):
     with open_bag(sim_bags[storage][0]) as bag:
         counts = {t: i.count for t, i in bag.topics.items()}
     for topic in ('/camera/scene/image_raw', '/joint_states', '/policy/action_chunk',
-                  '/commands', '/safety/execution', '/sim/episode_outcome'):
+                  '/policy/inference_inputs', '/commands', '/safety/execution',
+                  '/sim/episode_outcome'):
         assert counts.get(topic, 0) > 0, (topic, counts)
     assert counts['/sim/episode_outcome'] == 1
     assert counts == first['messages']
     assert sum(first['interventions'].values()) == counts.get('/safety/events', 0)
+
+
+def test_recorded_topics_are_the_interfaces_table():
+    from rclpy.qos import qos_profile_sensor_data, ReliabilityPolicy
+    from wam_runtime.core import interfaces as itf
+    from wam_runtime.ros.interface_types import message_class, qos
+    from wam_runtime.ros.recorder_node import recorded_endpoints
+    endpoints = recorded_endpoints(['scene', 'wrist'], ['wrist'], itf.EPISODE_OUTCOME, True)
+    topics = [e.topic for e in endpoints]
+    assert topics[:2] == ['camera/scene/image_raw', 'camera/wrist/image_raw/compressed']
+    assert topics[2:2 + len(itf.RECORDED)] == [e.topic for e in itf.RECORDED]
+    assert itf.INFERENCE_INPUTS in topics
+    assert topics[-2:] == [itf.EPISODE_OUTCOME, itf.DIAGNOSTICS]
+    assert [e.topic for e in recorded_endpoints([], [], 'done', False)][-1] == 'done'
+    for e in endpoints:
+        assert message_class(e.msgtype).__name__ == e.msgtype.rsplit('/', 1)[1]
+        profile = qos(e)
+        assert profile.depth == e.depth
+        if e.qos == itf.SENSOR:
+            assert profile.reliability == qos_profile_sensor_data.reliability
+        else:
+            assert profile.reliability == ReliabilityPolicy.RELIABLE
 
 
 def test_split_service_estops_and_max_duration(ros_context, proc_env, tmp_path):
@@ -101,8 +124,8 @@ def test_split_service_estops_and_max_duration(ros_context, proc_env, tmp_path):
 
 def test_recorded_episode_has_crcs_and_chunks_carry_exact_observation_stamps(sim_bags):
     import struct
-    from wam_runtime.replay.bag_io import typestore
-    from wam_runtime.replay.mcap_reader import McapIndex
+    from wam_runtime.bag import typestore
+    from wam_runtime.bag.mcap import McapIndex
     folder = sim_bags['mcap'][0]
     mcap = next(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith('.mcap'))
     index = McapIndex(mcap)

@@ -16,10 +16,11 @@ import sys
 import numpy as np
 import pytest
 
+from wam_runtime.bag import BagWriter, open_bag, read_all, typestore
+from wam_runtime.bag.mcap import McapIndex
+from wam_runtime.demo import simdata
 from wam_runtime.processes import REPO_ROOT
-from wam_runtime.replay import cli, simdata
-from wam_runtime.replay.bag_io import BagWriter, open_bag, read_all, typestore
-from wam_runtime.replay.mcap_reader import McapIndex
+from wam_runtime.replay import cli
 
 CONFIG = os.path.join(REPO_ROOT, 'config', 'reference_arm.yaml')
 MODEL = os.path.join(REPO_ROOT, 'models', 'reference_reach.onnx')
@@ -337,7 +338,7 @@ def _synthetic_bag(path, seconds=2.0, camera=True, joint_type='sensor_msgs/msg/J
 
 @pytest.fixture(scope='module')
 def slice_model(tmp_path_factory):
-    from wam_runtime.core.model_gen import write_model
+    from wam_runtime.testing.model_gen import write_model
     return write_model(str(tmp_path_factory.mktemp('model') / 'generated.onnx'))
 
 

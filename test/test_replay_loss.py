@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
+from wam_runtime.bag import BagError, BagWriter, open_bag, typestore
+from wam_runtime.bag.mcap import McapIndex
+from wam_runtime.bag.types import describe_error as _describe
 from wam_runtime.processes import REPO_ROOT
 from wam_runtime.replay import cli, report
-from wam_runtime.replay.bag_io import _describe, BagError, BagWriter, open_bag, typestore
-from wam_runtime.replay.mcap_reader import McapIndex
+from wam_runtime.replay.config import EXIT_DATA_LOST
 
 SLICE = os.path.join(REPO_ROOT, 'config', 'slice.yaml')
 JOINTS = [f'joint_{i}' for i in range(1, 7)]
@@ -125,7 +127,7 @@ def _replay(bag, out, *extra, model):
 
 @pytest.fixture(scope='module')
 def slice_model(tmp_path_factory):
-    from wam_runtime.core.model_gen import write_model
+    from wam_runtime.testing.model_gen import write_model
     return write_model(str(tmp_path_factory.mktemp('model') / 'generated.onnx'))
 
 
@@ -158,7 +160,7 @@ def test_garbage_inside_a_chunk_is_counted_warned_and_exits_4(tmp_path, slice_mo
     _garbage_in_chunk(_mcap(tmp_path / 'bag'))
     code, s = _replay(tmp_path / 'bag', tmp_path / 'out', model=slice_model)
     err = capsys.readouterr().err
-    assert code == cli.EXIT_DATA_LOST == 4, s
+    assert code == EXIT_DATA_LOST == 4, s
     assert s['status'] == 'data_lost' and s['error'] is None
     lost = s['messages']['lost']
     assert lost and sum(lost.values()) >= 1
@@ -272,6 +274,6 @@ def test_expect_with_count_tol_on_a_real_replay(tmp_path, slice_model, capsys):
 
 
 def test_exit_code_4_is_documented():
-    readme = open(os.path.join(REPO_ROOT, 'README.md'), encoding='utf-8').read()
-    assert '4 messages of the bag lost' in readme
+    doc = open(os.path.join(REPO_ROOT, 'doc', 'replay.md'), encoding='utf-8').read()
+    assert '4 messages of the bag lost' in doc
     assert '4 done, but messages of the bag were lost' in cli.__doc__

@@ -12,9 +12,9 @@ import onnx
 import pytest
 import yaml
 
-from wam_runtime.core.model_gen import build_model, make_contract_dict
-from wam_runtime.core.params import node_parameters
+from wam_runtime.core.param_files import node_parameters
 from wam_runtime.processes import NodeProcess, REPO_ROOT, wait_for, write_params
+from wam_runtime.testing.model_gen import build_model, make_contract_dict
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

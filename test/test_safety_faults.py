@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
 
-from wam_runtime.core.limits import resolve_limits
+from wam_runtime.core.urdf import resolve_limits
 from wam_runtime.processes import call_service, NodeProcess, REPO_ROOT, wait_for, write_params
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

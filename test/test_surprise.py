@@ -9,10 +9,10 @@ import pytest
 from wam_runtime.core.contract import CameraSpec
 from wam_runtime.core.image import Preprocessor
 from wam_runtime.core.inference import OnnxPolicy
-from wam_runtime.core.model_gen import build_model
 from wam_runtime.core.surprise import (
     INVALID, MISSING, NOMINAL, prediction_error, SLOW, SpeedDecision, STOP, SurpriseGovernor,
     SurpriseMonitor, TIMEOUT)
+from wam_runtime.testing.model_gen import build_model
 
 
 def test_prediction_error_metrics():

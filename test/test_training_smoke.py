@@ -84,8 +84,9 @@ def test_generate_train_export(tmp_path):
     assert np.max(np.abs(actions[0] - q[0])) < 1.0
 
     # The in-process evaluator runs the exported model in closed loop.
-    policy_runner = evaluate.OnnxReachPolicy(path)
+    evaluator = evaluate.SimEvaluator(path)
     with ReachWorld() as world:
-        result = evaluate.run_episode(world, policy_runner, 100000, timeout_s=0.3,
+        result = evaluate.run_episode(world, evaluator, 100000, timeout_s=0.3,
                                       stop_on_success=False)
     assert result['seed'] == 100000 and np.isfinite(result['final_distance_m'])
+    assert result['inferences'] > 0

@@ -13,9 +13,10 @@ from hypothesis import given, settings, strategies as st
 import numpy as np
 
 from wam_runtime.core.gate import (
-    braking_path, braking_reach, EE_SPEED_LIMIT, gate_step, GateState, JointLimits,
-    WORKSPACE_HOLD, WORKSPACE_LIMIT)
-from wam_runtime.core.limits import resolve_limits
+    braking_path, braking_reach, EE_SPEED_LIMIT, gate_step, GateState, WORKSPACE_HOLD,
+    WORKSPACE_LIMIT)
+from wam_runtime.core.limits import JointLimits
+from wam_runtime.core.urdf import resolve_limits
 from wam_runtime.core.workspace import WorkspaceConfig, WorkspaceGuard
 from wam_runtime.processes import REPO_ROOT
 

@@ -36,7 +36,6 @@ works offline. The runtime itself never imports torch; only this module does.
 """
 
 import argparse
-from dataclasses import asdict, dataclass, field
 import importlib
 import importlib.util
 import json
@@ -49,7 +48,8 @@ import warnings
 import numpy as np
 
 from wam_runtime.core.contract import (
-    ContractError, DEPTH_ENCODINGS, METADATA_KEY, ModelContract, parse_contract)
+    ContractError, ModelContract, parse_contract, write_contract)
+from wam_runtime.parity import ParityReport, random_inputs
 
 EXIT_OK, EXIT_PARITY, EXIT_INVALID = 0, 1, 2
 DEFAULT_OPSET = 17
@@ -58,49 +58,6 @@ DEFAULT_TOLERANCE = 1e-4
 
 class ExportError(RuntimeError):
     """The policy cannot be exported as asked; the message says why in one line."""
-
-
-@dataclass
-class ParityReport:
-    """ONNX Runtime against torch on the same inputs."""
-
-    onnx_path: str
-    contract_name: str
-    opset: int
-    exporter: str
-    tolerance: float
-    max_abs_diff: float
-    max_abs_diff_by_output: Dict[str, float]
-    max_abs_diff_by_kind: Dict[str, float]
-    samples: Dict[str, int]
-    output_shapes: Dict[str, List[int]]
-    parameters: int
-    onnx_ms_p50: float
-    torch_ms_p50: float
-    export_s: float
-    passed: bool
-    warnings: List[str] = field(default_factory=list)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain-JSON form."""
-        return asdict(self)
-
-    def summary(self) -> str:
-        """Return a few human-readable lines."""
-        verdict = 'PASS' if self.passed else 'FAIL'
-        per = ', '.join(f'{k} {v:.3g}' for k, v in self.max_abs_diff_by_output.items())
-        lines = [
-            f'exported  {self.onnx_path} (contract {self.contract_name!r}, opset {self.opset}, '
-            f'{self.parameters:,} parameters, {self.export_s:.1f} s)',
-            f'outputs   {self.output_shapes}',
-            f'parity    {verdict}: max abs diff {self.max_abs_diff:.3g} (tolerance '
-            f'{self.tolerance:g}) over {sum(self.samples.values())} samples {self.samples}; '
-            f'per output: {per}',
-            f'timing    onnxruntime p50 {self.onnx_ms_p50:.2f} ms, torch p50 '
-            f'{self.torch_ms_p50:.2f} ms (CPU, this machine)',
-        ]
-        lines += [f'warning   {w}' for w in self.warnings]
-        return '\n'.join(lines)
 
 
 def _contract_dict(contract: Union[ModelContract, Mapping[str, Any], str]) -> Dict[str, Any]:
@@ -120,50 +77,6 @@ def _contract_dict(contract: Union[ModelContract, Mapping[str, Any], str]) -> Di
     d = json.loads(json.dumps(dict(contract)))   # a deep, JSON-clean copy
     parse_contract(d)
     return d
-
-
-def output_names(contract: ModelContract) -> List[str]:
-    """Return the graph outputs a contract reads, in the order ``forward`` returns them."""
-    names = [contract.action.output]
-    wm = contract.world_model
-    if wm is not None:
-        names += [wm.embedding_output, wm.predicted_embedding_output]
-    return names
-
-
-def random_inputs(contract: ModelContract, rng: np.random.Generator) -> Dict[str, np.ndarray]:
-    """Return one random input per graph input, in the range the runtime feeds.
-
-    Camera tensors come from random frames through the contract's scale, mean and std (depth
-    from 0 to 5 m); the state is normal around zero (it is fed normalised); the prefix
-    actions are normal and the delay a step count within the horizon.
-    """
-    feeds: Dict[str, np.ndarray] = {}
-    for cam in contract.cameras:
-        shape = cam.tensor_shape()
-        chan_axis = 1 if cam.layout == 'NCHW' else 3
-        if cam.dtype == 'uint8':
-            feeds[cam.input] = rng.integers(0, 256, size=shape, dtype=np.uint8)
-            continue
-        if cam.encoding in DEPTH_ENCODINGS:
-            raw = rng.uniform(0.0, 5.0, size=shape) / (cam.depth_scale if
-                                                       cam.encoding != '32FC1' else 1.0)
-        else:
-            raw = rng.integers(0, 256, size=shape).astype(np.float64)
-        bshape = [1, 1, 1, 1]
-        bshape[chan_axis] = cam.channels
-        mean = np.asarray(cam.mean).reshape(bshape)
-        std = np.asarray(cam.std).reshape(bshape)
-        feeds[cam.input] = ((raw * cam.scale - mean) / std).astype(cam.dtype)
-    n = len(contract.state.joint_names)
-    feeds[contract.state.input] = rng.normal(0.0, 1.0, size=(1, n)).astype(np.float32)
-    pre = contract.prefix
-    if pre is not None:
-        act = contract.action
-        feeds[pre.actions_input] = rng.normal(
-            0.0, 1.0, size=(1, act.horizon, len(act.joint_names))).astype(np.float32)
-        feeds[pre.delay_input] = np.array([rng.integers(0, act.horizon)], np.int64)
-    return feeds
 
 
 def _as_tuple(out: Any) -> tuple:
@@ -202,7 +115,7 @@ def export_policy(policy: Any, contract: Union[ModelContract, Mapping[str, Any],
     if random_samples < 0:
         raise ExportError(f'random_samples: must be >= 0, got {random_samples}')
     inputs = spec.input_names
-    outputs = output_names(spec)
+    outputs = spec.output_names
     for i, sample in enumerate(samples):
         missing = [n for n in inputs if n not in sample]
         extra = sorted(set(sample) - set(inputs))
@@ -317,8 +230,7 @@ def _write_with_contract(tmp_path: str, path: str, contract: Mapping[str, Any]) 
     """Add the contract to the exported file's metadata and move it to ``path``."""
     import onnx
     model = onnx.load(tmp_path)
-    del model.metadata_props[:]
-    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(contract, sort_keys=True)})
+    write_contract(model, contract)
     model.producer_name = 'wam_runtime.export'
     try:
         onnx.checker.check_model(model)

@@ -44,14 +44,6 @@ def check_age(stamp_s: float, now_s: float, max_chunk_age_s: float) -> None:
         raise ChunkError(CHUNK_STALE, f'stamp is {age:.3f} s old (max {max_chunk_age_s} s)')
 
 
-def stamp_text(stamp_ns: Optional[int]) -> str:
-    """Return an integer-nanosecond stamp as exact decimal seconds ('' for None)."""
-    if stamp_ns is None:
-        return ''
-    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
-    return f'{sec}.{nanosec:09d}'
-
-
 class ChunkError(ValueError):
     """A chunk is rejected; ``reason`` is the code counted on /diagnostics."""
 

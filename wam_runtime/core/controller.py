@@ -20,88 +20,24 @@ Every command leaves through ``gate_step``.
 """
 
 from collections import deque
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
+from dataclasses import replace
+from typing import Deque, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from wam_runtime.core.chunks import (  # noqa: F401 (the chunk reasons: public here too)
     check_age, check_chunk, check_points, Chunk, CHUNK_BACKLOG, CHUNK_DISABLED, CHUNK_EMPTY,
     CHUNK_FUTURE, CHUNK_JOINTS, CHUNK_LIMITS, CHUNK_NON_FINITE, CHUNK_SHAPE, CHUNK_STALE,
-    CHUNK_START_FAR, CHUNK_TIME, CHUNK_TOO_LARGE, CHUNK_WORKSPACE, ChunkError, make_chunk,
-    stamp_text)
+    CHUNK_START_FAR, CHUNK_TIME, CHUNK_TOO_LARGE, CHUNK_WORKSPACE, ChunkError, make_chunk)
+from wam_runtime.core.controller_config import (  # noqa: F401 (public here too)
+    CHUNK_EXHAUSTED, CLOCK_JUMP_BACK, COMMAND_TIMEOUT, ControllerConfig, DISABLING, ESCALATION,
+    ESTOP, ESTOP_HEARTBEAT, EXECUTION_LATE, FOLLOWING_ERROR, LATCHING, MODE_DISABLED,
+    MODE_FAULT, MODE_HOLDING, MODE_STOPPING, MODE_TRACKING, MODE_WAITING, STANDSTILL,
+    STATE_TIMEOUT, SURPRISE_STOP, TickResult)
 from wam_runtime.core.following import FollowingFault, FollowingMonitor
-from wam_runtime.core.gate import gate_step, GateState, Intervention, JointLimits, \
-    unwrap_near
-from wam_runtime.core.scheduler import ChunkReport, ChunkScheduler, SchedulerConfig
+from wam_runtime.core.gate import gate_step, GateState, Intervention, unwrap_near
+from wam_runtime.core.scheduler import ChunkReport, ChunkScheduler
 from wam_runtime.core.surprise import SurpriseGovernor
-
-# Watchdogs, stops and faults.
-COMMAND_TIMEOUT = 'command_timeout'
-CHUNK_EXHAUSTED = 'chunk_exhausted'
-EXECUTION_LATE = 'execution_late'
-STATE_TIMEOUT = 'state_timeout'
-ESTOP = 'estop'
-ESTOP_HEARTBEAT = 'estop_heartbeat_lost'
-STANDSTILL = 'standstill_drift'
-ESCALATION = 'intervention_escalation'
-DISABLING = 'disabling'
-SURPRISE_STOP = 'surprise_stop'
-CLOCK_JUMP_BACK = 'clock_jump_backward'
-FOLLOWING_ERROR = 'following_error'
-
-MODE_DISABLED = 'disabled'
-MODE_WAITING = 'waiting_for_state'
-MODE_TRACKING = 'tracking'
-MODE_STOPPING = 'stopping'
-MODE_HOLDING = 'holding'
-MODE_FAULT = 'fault'
-
-LATCHING = (ESTOP, ESTOP_HEARTBEAT, STANDSTILL, ESCALATION, FOLLOWING_ERROR)
-
-
-@dataclass
-class ControllerConfig:
-    """Everything the safety controller needs besides its inputs."""
-
-    limits: JointLimits
-    control_period_s: float = 0.01
-    command_timeout_s: float = 0.5
-    state_timeout_s: float = 0.5
-    max_chunk_age_s: float = 1.0
-    max_chunk_points: int = 1000
-    max_chunk_duration_s: float = 10.0
-    position_margin_rad: Union[float, np.ndarray] = 0.0    # scalar or one per joint
-    scaling: str = 'uniform'
-    # Per joint in the joint's unit (rad, or m for prismatic joints), or one for all.
-    max_start_distance_rad: Union[float, np.ndarray] = float('inf')
-    chunk_limit_policy: str = 'reject'          # or 'clamp'
-    standstill_tolerance_rad: Union[float, np.ndarray] = float('inf')
-    standstill_settle_s: float = 0.5
-    escalation_max_interventions: int = 0       # 0 = never escalate
-    escalation_window_s: float = 1.0
-    estop_timeout_s: float = 0.0                # > 0: heartbeat mode
-    # Following error (core.following): per joint in the joint's unit, inf = off.
-    max_following_error_rad: Union[float, np.ndarray] = float('inf')
-    following_error_timeout_s: float = 0.1
-    following_error_delay_s: float = 0.0
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    # Optional Cartesian guard for the gate (a WorkspaceGuard, or a predicate
-    # ok(candidate, previous, dt)) and a per-point check for chunks.
-    workspace_ok: Optional[Any] = None
-    point_in_workspace: Optional[Callable[[np.ndarray], bool]] = None
-
-
-@dataclass
-class TickResult:
-    """What one control tick decided."""
-
-    command: Optional[np.ndarray]
-    mode: str
-    interventions: List[Intervention] = field(default_factory=list)
-    chunk_latency_s: Optional[float] = None   # set on the first tick that uses a new chunk
-    chunk_stamp_s: Optional[float] = None
-    chunk_stamp_ns: Optional[int] = None      # the same stamp, exact
 
 
 class SafetyController:

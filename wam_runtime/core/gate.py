@@ -37,8 +37,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from wam_runtime.core.braking import (  # noqa: F401 (braking_speed, FAR, MIN_DT: public here)
-    braking_speed, FAR, MIN_DT, ramp_down_cap, stop_acceleration, stop_jerk_terms,
-    travel_bound)
+    braking_speed, FAR, MIN_DT, ramp_down_cap, stop_acceleration, travel_bound)
+from wam_runtime.core.limits import JointLimits
 
 NON_FINITE = 'non_finite'
 POSITION_LIMIT = 'position_limit'
@@ -60,103 +60,6 @@ SCALING_MODES = ('uniform', 'per_joint')
 # point between braking and the request is found to 1/2**BISECTIONS of the step.
 BRAKE_STEPS_MAX = 1000
 BISECTIONS = 7
-
-
-class LimitsError(ValueError):
-    """Limits are inconsistent; the message names the field and joint."""
-
-
-@dataclass(frozen=True)
-class JointLimits:
-    """Per-joint limits in the controller's joint order (inf = not limited)."""
-
-    joint_names: Tuple[str, ...]
-    lower: np.ndarray
-    upper: np.ndarray
-    max_velocity: np.ndarray
-    max_acceleration: np.ndarray = None
-    max_jerk: np.ndarray = None
-    continuous: np.ndarray = None     # per joint: endless (angles wrap at +-pi when measured)
-
-    @classmethod
-    def create(cls, joint_names: Sequence[str], lower: Sequence[float],
-               upper: Sequence[float], max_velocity: Sequence[float],
-               max_acceleration: Optional[Sequence[float]] = None,
-               max_jerk: Optional[Sequence[float]] = None,
-               continuous: Optional[Sequence[bool]] = None) -> 'JointLimits':
-        """Validate and build limits; raise LimitsError naming the field and joint.
-
-        A ``continuous`` joint may have no position limits (-inf and inf); every other
-        position limit must be finite.
-        """
-        names = tuple(joint_names)
-        if not names:
-            raise LimitsError('joint_names: empty')
-        if len(set(names)) != len(names):
-            raise LimitsError(f'joint_names: duplicates in {list(names)}')
-        n = len(names)
-        endless = np.zeros(n, bool) if continuous is None else np.asarray(continuous, bool)
-        if endless.shape != (n,):
-            raise LimitsError(f'continuous: expected {n} flags, got {endless.size}')
-        arrays = {}
-        for key, values, finite in (
-                ('lower_limits_rad', lower, ~endless), ('upper_limits_rad', upper, ~endless),
-                ('max_velocity_rad_s', max_velocity, True),
-                ('max_acceleration_rad_s2', max_acceleration, False),
-                ('max_jerk_rad_s3', max_jerk, False)):
-            if values is None:
-                values = [math.inf] * n
-            a = np.asarray(values, dtype=np.float64)
-            if a.shape != (n,):
-                raise LimitsError(f'{key}: expected {n} values (one per joint in '
-                                  f'joint_names), got {a.size}')
-            bad = np.flatnonzero(np.isnan(a) | (np.isinf(a) & finite))
-            if bad.size:
-                raise LimitsError(f'{key}: joint {names[bad[0]]!r} is not finite')
-            arrays[key] = a
-        lo, hi = arrays['lower_limits_rad'], arrays['upper_limits_rad']
-        bad = np.flatnonzero((lo >= hi) | (np.isinf(lo) != np.isinf(hi)))
-        if bad.size:
-            j = bad[0]
-            raise LimitsError(f'lower_limits_rad/upper_limits_rad: joint {names[j]!r} has '
-                              f'lower {lo[j]} >= upper {hi[j]}')
-        for key in ('max_velocity_rad_s', 'max_acceleration_rad_s2', 'max_jerk_rad_s3'):
-            bad = np.flatnonzero(arrays[key] <= 0)
-            if bad.size:
-                raise LimitsError(f'{key}: joint {names[bad[0]]!r} must be > 0')
-        for a in list(arrays.values()) + [endless]:
-            a.setflags(write=False)
-        return cls(names, lo, hi, arrays['max_velocity_rad_s'],
-                   arrays['max_acceleration_rad_s2'], arrays['max_jerk_rad_s3'], endless)
-
-    def __post_init__(self) -> None:
-        """Fill unlimited acceleration and jerk, and precompute per-tick constants."""
-        for name in ('max_acceleration', 'max_jerk'):
-            if getattr(self, name) is None:
-                a = np.full(len(self.joint_names), math.inf)
-                a.setflags(write=False)
-                object.__setattr__(self, name, a)
-        if self.continuous is None:
-            a = np.zeros(len(self.joint_names), bool)
-            a.setflags(write=False)
-            object.__setattr__(self, 'continuous', a)
-        finite = np.isfinite(self.max_acceleration) & np.isfinite(self.max_jerk)
-        # Time to turn the acceleration around under the jerk limit (0 when unlimited).
-        ramp = np.zeros(len(self.joint_names))
-        ramp[finite] = 2.0 * self.max_acceleration[finite] / self.max_jerk[finite]
-        object.__setattr__(self, 'brake_ramp_s', ramp)
-        # For braking_reach: the finite limits and their inverses (0 where unlimited).
-        fa, fj = np.isfinite(self.max_acceleration), np.isfinite(self.max_jerk)
-        object.__setattr__(self, '_finite_acc', fa)
-        object.__setattr__(self, '_acc_or_0', np.where(fa, self.max_acceleration, 0.0))
-        object.__setattr__(self, '_half_inv_acc', np.where(fa, 0.5 / np.where(
-            fa, self.max_acceleration, 1.0), 0.0))
-        object.__setattr__(self, '_inv_jerk', np.where(fj, 1.0 / np.where(
-            fj, self.max_jerk, 1.0), 0.0))
-        # For the jerk-limited stop (braking.stop_acceleration).
-        jerk, inv = stop_jerk_terms(self.max_jerk)
-        object.__setattr__(self, '_stop_jerk', jerk)
-        object.__setattr__(self, '_stop_inv_jerk', inv)
 
 
 @dataclass(frozen=True)

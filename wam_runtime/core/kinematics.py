@@ -14,8 +14,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import pinocchio as pin
 
-from wam_runtime.core.gate import LimitsError
-from wam_runtime.core.limits import (
+from wam_runtime.core.limits import LimitsError
+from wam_runtime.core.urdf import (
     check_commanded, default_held_position, mimic_source, parse_urdf_joints)
 
 

@@ -1,28 +1,20 @@
-"""Joint limits from the URDF, intersected with configuration that may only tighten them.
+"""Joint limits: the validated per-joint limits the gate enforces, and their table.
 
-Position limits start from the URDF's ``<safety_controller>`` soft limits where present,
-else its ``<limit>``; velocity from ``<limit velocity>``. Acceleration and jerk have no URDF
-element and come from configuration. A configured value looser than the URDF's is a
-startup error naming the joint and the field.
-
+:class:`JointLimits` holds position, velocity, acceleration and jerk limits in the
+controller's joint order (inf = not limited) with the per-tick constants the gate needs.
 Units follow the joint type: revolute and continuous joints take their values from the
 ``*_rad*`` parameters (rad, rad/s, ...), prismatic joints from the ``*_m*`` parameters
 (m, m/s, ...). Each array holds one value per joint of its kind, in ``joint_names`` order.
-Continuous joints need no position limits (configured ones are optional).
-
-Joints of the URDF the gate does not command (fingers, a second arm) are *held*: forward
-kinematics uses a configured or measured value for them. *Mimic* joints follow their
-leader (``value = multiplier * leader + offset``) and cannot be commanded.
+Limits read from a URDF and tightened by configuration come from ``wam_runtime.core.urdf``.
 """
 
 from dataclasses import dataclass
 import math
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
-from xml.etree import ElementTree
 
 import numpy as np
 
-from wam_runtime.core.gate import JointLimits, LimitsError
+from wam_runtime.core.braking import stop_jerk_terms
 
 # (quantity, parameter for revolute/continuous joints, parameter for prismatic joints,
 #  unit of the first, unit of the second)
@@ -39,40 +31,105 @@ LIMIT_KEYS_M = tuple(f[2] for f in LIMIT_FIELDS)
 MARGIN_FIELDS = (('rad', 'position_margin_rad', 'position_margins_rad'),
                  ('m', 'position_margin_m', 'position_margins_m'))
 MARGIN_KEYS = tuple(k for f in MARGIN_FIELDS for k in f[1:])
-_KIND = {'rad': 'revolute or continuous', 'm': 'prismatic'}
+# Unit of a joint's position -> the joints that have it, for messages.
+JOINT_KINDS = {'rad': 'revolute or continuous', 'm': 'prismatic'}
+
+
+class LimitsError(ValueError):
+    """Limits are inconsistent; the message names the field and joint."""
 
 
 @dataclass(frozen=True)
-class Mimic:
-    """A URDF ``<mimic>``: this joint's value is ``multiplier * leader + offset``."""
+class JointLimits:
+    """Per-joint limits in the controller's joint order (inf = not limited)."""
 
-    joint: str
-    multiplier: float = 1.0
-    offset: float = 0.0
+    joint_names: Tuple[str, ...]
+    lower: np.ndarray
+    upper: np.ndarray
+    max_velocity: np.ndarray
+    max_acceleration: np.ndarray = None
+    max_jerk: np.ndarray = None
+    continuous: np.ndarray = None     # per joint: endless (angles wrap at +-pi when measured)
 
+    @classmethod
+    def create(cls, joint_names: Sequence[str], lower: Sequence[float],
+               upper: Sequence[float], max_velocity: Sequence[float],
+               max_acceleration: Optional[Sequence[float]] = None,
+               max_jerk: Optional[Sequence[float]] = None,
+               continuous: Optional[Sequence[bool]] = None) -> 'JointLimits':
+        """Validate and build limits; raise LimitsError naming the field and joint.
 
-@dataclass(frozen=True)
-class UrdfJoint:
-    """One movable URDF joint and its limits (inf where the URDF gives none)."""
+        A ``continuous`` joint may have no position limits (-inf and inf); every other
+        position limit must be finite.
+        """
+        names = tuple(joint_names)
+        if not names:
+            raise LimitsError('joint_names: empty')
+        if len(set(names)) != len(names):
+            raise LimitsError(f'joint_names: duplicates in {list(names)}')
+        n = len(names)
+        endless = np.zeros(n, bool) if continuous is None else np.asarray(continuous, bool)
+        if endless.shape != (n,):
+            raise LimitsError(f'continuous: expected {n} flags, got {endless.size}')
+        arrays = {}
+        for key, values, finite in (
+                ('lower_limits_rad', lower, ~endless), ('upper_limits_rad', upper, ~endless),
+                ('max_velocity_rad_s', max_velocity, True),
+                ('max_acceleration_rad_s2', max_acceleration, False),
+                ('max_jerk_rad_s3', max_jerk, False)):
+            if values is None:
+                values = [math.inf] * n
+            a = np.asarray(values, dtype=np.float64)
+            if a.shape != (n,):
+                raise LimitsError(f'{key}: expected {n} values (one per joint in '
+                                  f'joint_names), got {a.size}')
+            bad = np.flatnonzero(np.isnan(a) | (np.isinf(a) & finite))
+            if bad.size:
+                raise LimitsError(f'{key}: joint {names[bad[0]]!r} is not finite')
+            arrays[key] = a
+        lo, hi = arrays['lower_limits_rad'], arrays['upper_limits_rad']
+        bad = np.flatnonzero((lo >= hi) | (np.isinf(lo) != np.isinf(hi)))
+        if bad.size:
+            j = bad[0]
+            raise LimitsError(f'lower_limits_rad/upper_limits_rad: joint {names[j]!r} has '
+                              f'lower {lo[j]} >= upper {hi[j]}')
+        for key in ('max_velocity_rad_s', 'max_acceleration_rad_s2', 'max_jerk_rad_s3'):
+            bad = np.flatnonzero(arrays[key] <= 0)
+            if bad.size:
+                raise LimitsError(f'{key}: joint {names[bad[0]]!r} must be > 0')
+        for a in list(arrays.values()) + [endless]:
+            a.setflags(write=False)
+        return cls(names, lo, hi, arrays['max_velocity_rad_s'],
+                   arrays['max_acceleration_rad_s2'], arrays['max_jerk_rad_s3'], endless)
 
-    name: str
-    type: str  # noqa: A003 - the URDF attribute name
-    lower: float
-    upper: float
-    velocity: float
-    soft_lower: Optional[float]
-    soft_upper: Optional[float]
-    mimic: Optional[Mimic] = None
-
-    @property
-    def unit(self) -> str:
-        """Unit of the joint's position: 'm' for prismatic joints, else 'rad'."""
-        return 'm' if self.type == 'prismatic' else 'rad'
-
-    @property
-    def continuous(self) -> bool:
-        """Whether the joint turns without end (URDF type continuous)."""
-        return self.type == 'continuous'
+    def __post_init__(self) -> None:
+        """Fill unlimited acceleration and jerk, and precompute per-tick constants."""
+        for name in ('max_acceleration', 'max_jerk'):
+            if getattr(self, name) is None:
+                a = np.full(len(self.joint_names), math.inf)
+                a.setflags(write=False)
+                object.__setattr__(self, name, a)
+        if self.continuous is None:
+            a = np.zeros(len(self.joint_names), bool)
+            a.setflags(write=False)
+            object.__setattr__(self, 'continuous', a)
+        finite = np.isfinite(self.max_acceleration) & np.isfinite(self.max_jerk)
+        # Time to turn the acceleration around under the jerk limit (0 when unlimited).
+        ramp = np.zeros(len(self.joint_names))
+        ramp[finite] = 2.0 * self.max_acceleration[finite] / self.max_jerk[finite]
+        object.__setattr__(self, 'brake_ramp_s', ramp)
+        # For braking_reach: the finite limits and their inverses (0 where unlimited).
+        fa, fj = np.isfinite(self.max_acceleration), np.isfinite(self.max_jerk)
+        object.__setattr__(self, '_finite_acc', fa)
+        object.__setattr__(self, '_acc_or_0', np.where(fa, self.max_acceleration, 0.0))
+        object.__setattr__(self, '_half_inv_acc', np.where(fa, 0.5 / np.where(
+            fa, self.max_acceleration, 1.0), 0.0))
+        object.__setattr__(self, '_inv_jerk', np.where(fj, 1.0 / np.where(
+            fj, self.max_jerk, 1.0), 0.0))
+        # For the jerk-limited stop (braking.stop_acceleration).
+        jerk, inv = stop_jerk_terms(self.max_jerk)
+        object.__setattr__(self, '_stop_jerk', jerk)
+        object.__setattr__(self, '_stop_inv_jerk', inv)
 
 
 @dataclass(frozen=True)
@@ -86,215 +143,29 @@ class LimitRow:
     unit: str = ''
 
 
-def _float(elem: ElementTree.Element, attr: str, where: str) -> Optional[float]:
-    raw = elem.get(attr)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise LimitsError(f'urdf: {where} {attr}={raw!r} is not a number') from None
-    if not math.isfinite(value):
-        raise LimitsError(f'urdf: {where} {attr}={raw!r} is not finite')
-    return value
-
-
-def parse_urdf_joints(urdf_text: str) -> Dict[str, UrdfJoint]:
-    """Return the movable joints of a URDF by name; raise LimitsError on bad input."""
-    try:
-        root = ElementTree.fromstring(urdf_text)
-    except ElementTree.ParseError as exc:
-        raise LimitsError(f'urdf: not valid XML ({exc})') from None
-    if root.tag != 'robot':
-        raise LimitsError(f'urdf: root element is <{root.tag}>, expected <robot>')
-    joints: Dict[str, UrdfJoint] = {}
-    for j in root.findall('joint'):
-        name, typ = j.get('name'), j.get('type')
-        if typ in ('fixed', 'floating', 'planar'):
-            continue
-        where = f'joint {name!r}'
-        limit = j.find('limit')
-        lo = hi = None
-        vel = math.inf
-        if limit is not None:
-            lo = _float(limit, 'lower', where)
-            hi = _float(limit, 'upper', where)
-            v = _float(limit, 'velocity', where)
-            vel = v if v is not None and v > 0 else math.inf
-        if typ == 'continuous':
-            lo, hi = -math.inf, math.inf
-        elif lo is None or hi is None:
-            raise LimitsError(f'urdf: {where} ({typ}) has no <limit lower upper>')
-        safety = j.find('safety_controller')
-        s_lo = s_hi = None
-        if safety is not None:
-            s_lo = _float(safety, 'soft_lower_limit', where)
-            s_hi = _float(safety, 'soft_upper_limit', where)
-        mimic = None
-        m = j.find('mimic')
-        if m is not None:
-            if not m.get('joint'):
-                raise LimitsError(f'urdf: {where} <mimic> has no joint attribute')
-            mult = _float(m, 'multiplier', where)
-            off = _float(m, 'offset', where)
-            mimic = Mimic(m.get('joint'), 1.0 if mult is None else mult,
-                          0.0 if off is None else off)
-        joints[name] = UrdfJoint(name, typ, lo, hi, vel, s_lo, s_hi, mimic)
-    for j in joints.values():
-        mimic_source(joints, j.name)     # leaders exist, no cycles
-    return joints
-
-
-def mimic_source(joints: Mapping[str, UrdfJoint], name: str) -> Tuple[str, float, float]:
-    """Return ``(driver, multiplier, offset)``: ``name = multiplier * driver + offset``.
-
-    Follows chains of mimic joints to the first joint that mimics nothing (``name`` itself
-    when it is no mimic joint). Raises LimitsError for an unknown leader or a cycle.
-    """
-    mult, off, seen = 1.0, 0.0, [name]
-    joint = joints[name]
-    while joint.mimic is not None:
-        leader = joint.mimic.joint
-        if leader not in joints:
-            raise LimitsError(f'urdf: joint {joint.name!r} mimics {leader!r}, which is not a '
-                              'movable joint of the URDF')
-        if leader in seen:
-            raise LimitsError(f'urdf: mimic joints form a cycle: {seen + [leader]}')
-        mult, off = mult * joint.mimic.multiplier, mult * joint.mimic.offset + off
-        seen.append(leader)
-        joint = joints[leader]
-    return joint.name, mult, off
-
-
-def check_commanded(joints: Mapping[str, UrdfJoint], joint_names: Sequence[str]) -> None:
-    """Raise LimitsError unless every name is a movable, non-mimic joint of the URDF."""
-    names = list(joint_names)
-    missing = [n for n in names if n not in joints]
-    if missing:
-        raise LimitsError(f'joint_names: {missing} not movable joints of the URDF (it has '
-                          f'{sorted(joints)})')
-    for n in names:
-        if joints[n].mimic is not None:
-            raise LimitsError(f'joint_names: {n!r} is a mimic joint (it follows '
-                              f'{joints[n].mimic.joint!r}); it cannot be commanded, list the '
-                              'joint it follows instead')
-
-
-def joint_units(urdf_text: str, joint_names: Sequence[str]) -> Tuple[str, ...]:
-    """Per joint of ``joint_names``: 'rad' (revolute, continuous) or 'm' (prismatic)."""
-    joints = parse_urdf_joints(urdf_text)
-    check_commanded(joints, joint_names)
-    return tuple(joints[n].unit for n in joint_names)
-
-
-def continuous_joints(urdf_text: str, joint_names: Sequence[str]) -> Tuple[bool, ...]:
-    """Per joint of ``joint_names``: whether it is a continuous (endless) joint."""
-    joints = parse_urdf_joints(urdf_text)
-    check_commanded(joints, joint_names)
-    return tuple(joints[n].continuous for n in joint_names)
-
-
 def _given(values: Optional[Sequence[float]]) -> bool:
     return values is not None and len(values) > 0
 
 
-def _group_values(config: Mapping[str, object], key: str, names: Sequence[str],
-                  idx: Sequence[int], unit: str,
-                  other: Optional[str] = None) -> Optional[List[float]]:
+def group_values(config: Mapping[str, object], key: str, names: Sequence[str],
+                 idx: Sequence[int], unit: str,
+                 other: Optional[str] = None) -> Optional[List[float]]:
     """Values of the per-joint array ``key`` for the joints ``idx``, or None if not given."""
     values = config.get(key)
     if not _given(values):
         return None
     if not idx:
-        raise LimitsError(f'{key}: joint_names has no {_KIND[unit]} joint; remove it'
+        raise LimitsError(f'{key}: joint_names has no {JOINT_KINDS[unit]} joint; remove it'
                           + (f' (use {other})' if other else ''))
     if len(values) != len(idx):
         hint = ''
         if other and len(values) == len(names):
-            hint = (f'; the {_KIND["m" if unit == "rad" else "rad"]} joints take theirs from '
-                    f'{other}')
-        raise LimitsError(f'{key}: expected {len(idx)} values (one per {_KIND[unit]} joint '
+            hint = (f'; the {JOINT_KINDS["m" if unit == "rad" else "rad"]} joints take theirs '
+                    f'from {other}')
+        raise LimitsError(f'{key}: expected {len(idx)} values (one per {JOINT_KINDS[unit]} joint '
                           f'in joint_names: {[names[i] for i in idx]}), got {len(values)}'
                           f'{hint}')
     return [float(v) for v in values]
-
-
-def resolve_limits(urdf_text: str, joint_names: Sequence[str],
-                   config: Mapping[str, Optional[Sequence[float]]]
-                   ) -> Tuple[JointLimits, List[LimitRow]]:
-    """Intersect URDF limits with ``config``; return the limits and the table of sources.
-
-    ``config`` keys (each optional; see ``LIMIT_FIELDS``): ``lower_limits_rad``,
-    ``upper_limits_rad``, ``max_velocity_rad_s``, ``max_acceleration_rad_s2``,
-    ``max_jerk_rad_s3`` with one value per revolute or continuous joint, and the ``_m``
-    counterparts (``lower_limits_m`` ... ``max_jerk_m_s3``) with one value per prismatic
-    joint. Acceleration is required (the URDF has none); jerk is optional; position limits
-    of continuous joints are optional (+-inf, or ``.inf`` in the arrays, means endless).
-    """
-    urdf = parse_urdf_joints(urdf_text)
-    names = list(joint_names)
-    check_commanded(urdf, names)
-    units = [urdf[n].unit for n in names]
-    groups = {u: [i for i, x in enumerate(units) if x == u] for u in ('rad', 'm')}
-    cfg: Dict[Tuple[str, str], Optional[List[float]]] = {}
-    for quantity, key_rad, key_m, _, _ in LIMIT_FIELDS:
-        cfg[quantity, 'rad'] = _group_values(config, key_rad, names, groups['rad'], 'rad',
-                                             key_m)
-        cfg[quantity, 'm'] = _group_values(config, key_m, names, groups['m'], 'm', key_rad)
-    for unit, key in (('rad', 'max_acceleration_rad_s2'), ('m', 'max_acceleration_m_s2')):
-        if groups[unit] and cfg['acc', unit] is None:
-            raise LimitsError(f'{key}: required, one value per {_KIND[unit]} joint '
-                              f'({[names[i] for i in groups[unit]]}; the URDF has no '
-                              'acceleration limits)')
-    rows: List[LimitRow] = []
-    out: Dict[str, List[float]] = {f[0]: [] for f in LIMIT_FIELDS}
-    for i, name in enumerate(names):
-        u = urdf[name]
-        pos = groups[u.unit].index(i)
-        base = {
-            'lower': (u.soft_lower, 'urdf <safety_controller soft_lower_limit>')
-            if u.soft_lower is not None else (u.lower, 'urdf <limit lower>'),
-            'upper': (u.soft_upper, 'urdf <safety_controller soft_upper_limit>')
-            if u.soft_upper is not None else (u.upper, 'urdf <limit upper>'),
-            'vel': (u.velocity, 'urdf <limit velocity>'),
-            'acc': (math.inf, 'none'),
-            'jerk': (math.inf, 'none'),
-        }
-        if u.continuous and u.soft_lower is None:
-            base['lower'] = (-math.inf, 'none (continuous)')
-        if u.continuous and u.soft_upper is None:
-            base['upper'] = (math.inf, 'none (continuous)')
-        for quantity, key_rad, key_m, unit_rad, unit_m in LIMIT_FIELDS:
-            field_name, unit = (key_m, unit_m) if u.unit == 'm' else (key_rad, unit_rad)
-            value, source = base[quantity]
-            given = cfg[quantity, u.unit]
-            if given is not None:
-                c = given[pos]
-                endless = u.continuous and quantity in ('lower', 'upper') and c == value
-                if not math.isfinite(c) and not endless:
-                    raise LimitsError(f'{field_name}: joint {name!r} is not finite')
-                if quantity in ('vel', 'acc', 'jerk') and not c > 0:
-                    raise LimitsError(f'{field_name}: joint {name!r} = {c} must be > 0')
-                tighter = c >= value if quantity == 'lower' else c <= value
-                if not tighter:
-                    raise LimitsError(f'{field_name}: joint {name!r} = {c} is looser than '
-                                      f'{source} = {value}; configuration may only tighten')
-                value, source = c, 'config'
-            out[quantity].append(value)
-            rows.append(LimitRow(name, field_name, value, source, unit))
-        if out['lower'][-1] >= out['upper'][-1]:
-            keys = LIMIT_FIELDS[0][2 if u.unit == 'm' else 1], \
-                LIMIT_FIELDS[1][2 if u.unit == 'm' else 1]
-            raise LimitsError(f'{keys[0]}/{keys[1]}: joint {name!r} has lower '
-                              f'{out["lower"][-1]} >= upper {out["upper"][-1]} {u.unit}')
-    for i, v in enumerate(out['vel']):
-        if math.isinf(v):
-            key = LIMIT_FIELDS[2][2 if units[i] == 'm' else 1]
-            raise LimitsError(f'{key}: joint {names[i]!r} has no velocity limit in the URDF; '
-                              'configure one')
-    limits = JointLimits.create(names, out['lower'], out['upper'], out['vel'], out['acc'],
-                                out['jerk'], [urdf[n].continuous for n in names])
-    return limits, rows
 
 
 def resolve_margins(joint_names: Sequence[str], units: Sequence[str],
@@ -318,7 +189,7 @@ def resolve_margins(joint_names: Sequence[str], units: Sequence[str],
         scalar = 0.0 if scalar is None else float(scalar)
         if not (math.isfinite(scalar) and scalar >= 0):
             raise LimitsError(f'{scalar_key}: must be finite and >= 0, got {scalar}')
-        per_joint = _group_values(config, array_key, names, idx, unit)
+        per_joint = group_values(config, array_key, names, idx, unit)
         for k, i in enumerate(idx):
             source[i] = (array_key, per_joint[k]) if per_joint is not None else (scalar_key,
                                                                                  scalar)
@@ -345,68 +216,6 @@ def config_rows(limits: JointLimits, config: Mapping[str, object]) -> List[Limit
                 limits.max_jerk)):
             rows.append(LimitRow(name, key, float(values[i]),
                                  'config' if _given(config.get(key)) else 'none', unit))
-    return rows
-
-
-def default_held_position(joint: UrdfJoint) -> float:
-    """Position a held joint has until configured or measured: 0 clipped into its limits."""
-    return min(max(0.0, joint.lower), joint.upper)
-
-
-def resolve_held(urdf_text: str, joint_names: Sequence[str], held_names: Sequence[str],
-                 held_positions: Sequence[float]) -> Dict[str, float]:
-    """Validate configured positions of held joints; return them by joint name.
-
-    A held joint is a movable URDF joint that is neither commanded (``joint_names``) nor a
-    mimic joint; its position is in its unit (rad or m) and inside its URDF limits.
-    Raises LimitsError naming ``held_joint_names`` / ``held_joint_positions`` and the joint.
-    """
-    joints = parse_urdf_joints(urdf_text)
-    names, values = list(held_names or []), list(held_positions or [])
-    if len(names) != len(values):
-        raise LimitsError(f'held_joint_positions: expected {len(names)} values (one per '
-                          f'held_joint_names entry), got {len(values)}')
-    if len(set(names)) != len(names):
-        raise LimitsError(f'held_joint_names: duplicates in {names}')
-    out: Dict[str, float] = {}
-    for name, raw in zip(names, values):
-        if name not in joints:
-            raise LimitsError(f'held_joint_names: {name!r} is not a movable joint of the URDF')
-        j = joints[name]
-        if name in joint_names:
-            raise LimitsError(f'held_joint_names: {name!r} is commanded (in joint_names); '
-                              'only joints the gate does not command are held')
-        if j.mimic is not None:
-            raise LimitsError(f'held_joint_names: {name!r} is a mimic joint; it follows '
-                              f'{j.mimic.joint!r}, hold that one instead')
-        v = float(raw)
-        if not math.isfinite(v):
-            raise LimitsError(f'held_joint_positions: joint {name!r} is not finite')
-        if not j.lower <= v <= j.upper:
-            raise LimitsError(f'held_joint_positions: joint {name!r} = {v} {j.unit} is outside '
-                              f'its URDF limits [{j.lower}, {j.upper}]')
-        out[name] = v
-    return out
-
-
-def held_rows(urdf_text: str, joint_names: Sequence[str],
-              configured: Mapping[str, float]) -> List[LimitRow]:
-    """Table rows for the URDF joints the gate does not command: held and mimic joints."""
-    joints = parse_urdf_joints(urdf_text)
-    rows = []
-    for j in joints.values():
-        if j.name in joint_names:
-            continue
-        if j.mimic is not None:
-            driver, mult, off = mimic_source(joints, j.name)
-            rows.append(LimitRow(j.name, 'mimic', math.nan,
-                                 f'follows {driver} (* {mult:g} + {off:g})', j.unit))
-        elif j.name in configured:
-            rows.append(LimitRow(j.name, 'held_position', configured[j.name],
-                                 'config held_joint_positions (until measured)', j.unit))
-        else:
-            rows.append(LimitRow(j.name, 'held_position', default_held_position(j),
-                                 'default: 0 clipped into <limit> (until measured)', j.unit))
     return rows
 
 

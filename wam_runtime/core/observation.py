@@ -18,7 +18,7 @@ never judged against an old frame of the camera that has not caught up yet.
 
 import bisect
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import math
 import operator
 import threading
@@ -64,6 +64,7 @@ class Observation:
     newest_ns: int                      # the newest stamp among the parts
     state_stamp_ns: int
     received_s: Optional[float] = None  # receive time of the newest frame (caller's clock)
+    frame_stamps_ns: Dict[str, int] = field(default_factory=dict)   # each camera's frame
 
     @property
     def stamp_s(self) -> float:
@@ -201,7 +202,8 @@ class ObservationAssembler:
             self._last_used[c] = frames[c][0]
         received = [r for _, _, r in frames.values() if r is not None]
         return Observation({c: item for c, (_, item, _) in frames.items()}, q, oldest,
-                           newest, state_stamp, max(received) if received else None)
+                           newest, state_stamp, max(received) if received else None,
+                           {c: stamp for c, (stamp, _, _) in frames.items()})
 
     @staticmethod
     def _lagging(frames: Dict[str, Tuple[int, Any, Optional[float]]], state_stamp: int,

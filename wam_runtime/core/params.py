@@ -52,22 +52,6 @@ class Param:
         return isinstance(self.default, Kind) and not self.optional
 
 
-def node_parameters(doc: Mapping[str, Any], node: str) -> Dict[str, Any]:
-    """Return the parameters a ROS parameter file gives ``node`` (rcl's key matching).
-
-    ``/**`` applies to every node, ``/**/node``, ``node`` and ``/node`` to that node; more
-    specific sections override less specific ones.
-    """
-    out: Dict[str, Any] = {}
-    keys = ['/**'] + [k for k in doc if isinstance(k, str) and k.endswith(f'/{node}')
-                      and k != f'/{node}'] + [node, f'/{node}']
-    for key in keys:
-        block = doc.get(key)
-        if isinstance(block, Mapping):
-            out.update(block.get('ros__parameters') or {})
-    return out
-
-
 def resolve(schema: Sequence[Param], values: Mapping[str, Any],
             node: str = 'node') -> Dict[str, Any]:
     """Fill defaults; raise ConfigError for a missing required or an undeclared parameter."""

@@ -16,7 +16,7 @@ intervals stay float seconds.
 from collections import deque, OrderedDict
 import math
 import operator
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -25,32 +25,6 @@ FEEDBACK_GRACE_S = 0.1   # publication -> controller -> feedback, with margin
 # The delay to plan for is the worst of this many recent inferences: a policy whose every
 # fifth inference is four times slower starts each one early enough for the slow one.
 DELAY_WINDOW = 16
-EXECUTION_LABELS = ('chunk_stamp_sec', 'chunk_stamp_nanosec', 'executed_step', 'remaining_s',
-                    'playback_speed', 'lag_s')
-
-
-def execution_fields(labels: Sequence[str], data: Sequence[float]) -> Optional[Mapping]:
-    """Read ``safety/execution`` (Float64MultiArray) by its ``layout.dim`` labels.
-
-    Returns ``{'chunk_stamp_ns': int, 'remaining_s': float, 'playback_speed': float, ...}``
-    or None when the stamp or the remaining horizon is missing or not finite. Without labels
-    the fields are taken in the order of :data:`EXECUTION_LABELS`.
-    """
-    names = list(labels) if labels else list(EXECUTION_LABELS)
-    if len(names) > len(data):
-        names = names[:len(data)]
-    values = dict(zip(names, (float(v) for v in data)))
-    sec, nanosec = values.get('chunk_stamp_sec'), values.get('chunk_stamp_nanosec')
-    remaining = values.get('remaining_s')
-    if sec is None or nanosec is None or remaining is None or not all(
-            math.isfinite(v) for v in (sec, nanosec, remaining)) \
-            or sec != int(sec) or nanosec != int(nanosec) or not 0 <= nanosec < 1e9:
-        return None
-    out = dict(values)
-    out['chunk_stamp_ns'] = int(sec) * 1_000_000_000 + int(nanosec)
-    speed = values.get('playback_speed', 1.0)
-    out['playback_speed'] = speed if math.isfinite(speed) else 1.0
-    return out
 
 
 class ExecutionTracker:

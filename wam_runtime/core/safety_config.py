@@ -10,14 +10,14 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from wam_runtime.core import controller as ctl
-from wam_runtime.core.gate import JointLimits, SCALING_MODES
+from wam_runtime.core.gate import SCALING_MODES
 from wam_runtime.core.limits import (
-    config_rows, format_limits_table, held_rows, joint_units, LIMIT_KEYS, LIMIT_KEYS_M,
-    resolve_held, resolve_limits, resolve_margins)
+    config_rows, format_limits_table, JointLimits, LIMIT_KEYS, LIMIT_KEYS_M, resolve_margins)
 from wam_runtime.core.params import ConfigError, resolve, SAFETY_PARAMS
 from wam_runtime.core.scheduler import BLEND_MODES, INTERPOLATIONS, MAX_PLAYBACK_SPEED, \
     SchedulerConfig
 from wam_runtime.core.surprise import SurpriseGovernor
+from wam_runtime.core.urdf import held_rows, joint_units, resolve_held, resolve_limits
 from wam_runtime.core.workspace import workspace_from_params, WorkspaceGuard
 
 OUTPUT_MODES = ('forward_command', 'joint_trajectory')
@@ -124,6 +124,14 @@ def build_safety(values: Mapping[str, Any]) -> SafetySetup:
         margins, margin_rows = resolve_margins(names, ['rad'] * len(names), limits.lower,
                                                limits.upper, p)
         table = format_limits_table(config_rows(limits, p) + margin_rows)
+    try:    # its messages name the parameter; a plain ValueError would not be a startup error
+        scheduler = SchedulerConfig(blend=p['blend'], interpolation=p['interpolation'],
+                                    ensemble_decay=p['ensemble_decay'],
+                                    crossfade_s=p['crossfade_s'],
+                                    min_playback_speed=p['min_playback_speed'],
+                                    max_playback_speed=p['max_playback_speed'])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     config = ctl.ControllerConfig(
         limits=limits, control_period_s=1.0 / p['control_rate_hz'],
         command_timeout_s=p['command_timeout_s'], state_timeout_s=p['state_timeout_s'],
@@ -143,11 +151,7 @@ def build_safety(values: Mapping[str, Any]) -> SafetySetup:
         escalation_max_interventions=p['escalation_max_interventions'],
         escalation_window_s=p['escalation_window_s'],
         estop_timeout_s=p['estop_timeout_s'],
-        scheduler=SchedulerConfig(blend=p['blend'], interpolation=p['interpolation'],
-                                  ensemble_decay=p['ensemble_decay'],
-                                  crossfade_s=p['crossfade_s'],
-                                  min_playback_speed=p['min_playback_speed'],
-                                  max_playback_speed=p['max_playback_speed']),
+        scheduler=scheduler,
         workspace_ok=guard,
         point_in_workspace=guard.point_ok if guard else None)
     governor = None

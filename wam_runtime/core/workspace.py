@@ -13,8 +13,9 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wam_runtime.core.gate import BRAKING, EE_SPEED, LimitsError, OUTSIDE
+from wam_runtime.core.gate import BRAKING, EE_SPEED, OUTSIDE
 from wam_runtime.core.kinematics import Kinematics
+from wam_runtime.core.limits import LimitsError
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,1 @@
-"""Demos: the foundation slice and the closed-loop reference world."""
+"""Demos: the foundation slice, the closed-loop reference world, recorded demo runs."""

@@ -25,9 +25,9 @@ from rclpy.executors import SingleThreadedExecutor
 from std_srvs.srv import SetBool, Trigger
 import yaml
 
-from wam_runtime.core.gate import JointLimits
-from wam_runtime.core.limits import resolve_limits
-from wam_runtime.core.params import node_parameters
+from wam_runtime.core.limits import JointLimits
+from wam_runtime.core.param_files import node_parameters
+from wam_runtime.core.urdf import resolve_limits
 from wam_runtime.processes import (
     call_service, NodeProcess, random_domain_id, ros_env, share_dir, wait_for)
 from wam_runtime.ros.common import now_s

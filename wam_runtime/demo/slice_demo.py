@@ -18,10 +18,10 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 import yaml
 
-from wam_runtime.core.model_gen import write_model
-from wam_runtime.core.params import node_parameters
+from wam_runtime.core.param_files import node_parameters
 from wam_runtime.processes import NodeProcess, random_domain_id, ros_env, share_dir, wait_for
 from wam_runtime.ros.monitor import Monitor
+from wam_runtime.testing.model_gen import write_model
 
 
 def _num(values: Optional[Dict[str, str]], key: str) -> Optional[float]:

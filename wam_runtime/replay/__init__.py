@@ -1,8 +1,7 @@
 """rosbag2 replay: recorded runs through the core pipeline, reports and regression checks.
 
-``bag_io`` reads rosbag2 folders (sqlite3 and MCAP, truncated MCAP salvaged) and writes
-deterministic MCAP bags; ``pipeline`` runs observation assembly, inference, the chunk
-scheduler and the safety gate on a simulated clock; ``report`` turns a run into
-``summary.json``, figures and a regression diff; ``realtime`` plays a bag over DDS to live
-nodes; ``cli`` is ``wam-runtime replay``.
+Bags are read and written with :mod:`wam_runtime.bag`. ``pipeline`` runs observation
+assembly, inference, the chunk scheduler and the safety gate on a simulated clock; ``report``
+turns a run into ``summary.json``, figures and a regression diff; ``realtime`` plays a bag
+over DDS to live nodes; ``cli`` is ``wam-runtime replay``.
 """

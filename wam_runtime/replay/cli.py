@@ -21,89 +21,20 @@ topic and the warnings say where), 130 interrupted.
 
 import argparse
 import os
-import shutil
 import sys
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional
 
-import yaml
-
-from wam_runtime.core.contract import ContractError
-from wam_runtime.core.gate import LimitsError
-from wam_runtime.core.inference import CPU, file_sha256, ModelLoadError, OnnxPolicy
-from wam_runtime.core.params import ConfigError, node_parameters, POLICY_PARAMS, resolve
-from wam_runtime.core.safety_config import build_safety, SafetySetup
-from wam_runtime.replay import report
-from wam_runtime.replay.bag_io import BagError, BagWriter, open_bag, storage_file
-from wam_runtime.replay.pipeline import InputError, ReplayPipeline, resolve_inputs
-
-EXIT_OK, EXIT_DRIFT, EXIT_CONFIG, EXIT_INPUT, EXIT_DATA_LOST, EXIT_INTERRUPTED = \
-    0, 1, 2, 3, 4, 130
-BAG_NAME = 'replay'
-OUTPUT_FILES = (BAG_NAME, 'summary.json', 'timing.json', 'joints.png', 'interventions.png',
-                'realtime')
-CONFIG_ERRORS = (ConfigError, ContractError, LimitsError, ModelLoadError)
-
-
-class UsageError(ValueError):
-    """Bad command line or configuration file; exit code 2."""
-
-
-def load_config(path: str, overrides: Sequence[str]) -> Tuple[Dict, Dict]:
-    """Return (policy_node, safety_controller) parameters from a ROS parameter file.
-
-    ``overrides`` are ``node.name=value`` strings, the value parsed as YAML.
-    """
-    try:
-        with open(path, encoding='utf-8') as f:
-            doc = yaml.safe_load(f)
-    except OSError as exc:
-        raise UsageError(f'--config: cannot read {path!r} ({exc.strerror})') from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f'--config: {path!r} is not valid YAML ({exc})') from None
-    if not isinstance(doc, dict):
-        raise UsageError(f'--config: {path!r} is not a ROS parameter file '
-                         '({node: {ros__parameters: ...}})')
-    params = {'policy_node': node_parameters(doc, 'policy_node'),
-              'safety_controller': node_parameters(doc, 'safety_controller')}
-    for item in overrides:
-        key, sep, value = item.partition('=')
-        node, dot, name = key.partition('.')
-        if not sep or not dot or node not in params:
-            raise UsageError(f'--param {item!r}: expected policy_node.NAME=VALUE or '
-                             'safety_controller.NAME=VALUE')
-        params[node][name] = yaml.safe_load(value)
-    params['policy_node'].pop('use_sim_time', None)
-    params['safety_controller'].pop('use_sim_time', None)
-    return params['policy_node'], params['safety_controller']
-
-
-def default_model() -> Optional[str]:
-    """Return the bundled reference model (the fallback without --model), if installed."""
-    from wam_runtime.processes import share_dir
-    path = os.path.join(share_dir(), 'models', 'reference_reach.onnx')
-    return path if os.path.isfile(path) else None
-
-
-def resolve_urdf(safety: Dict[str, Any], config: str, urdf: Optional[str]) -> Optional[str]:
-    """Set and return ``urdf_path`` of the safety parameters.
-
-    Taken from --urdf, else the config's own (relative to the config), else the URDF named
-    like the config next to it when the config gives no position limits.
-    """
-    here = os.path.dirname(os.path.abspath(config))
-    if urdf:
-        safety['urdf_path'] = urdf
-    elif safety.get('urdf_path'):
-        p = safety['urdf_path']
-        if not os.path.isabs(p) and not os.path.exists(p) and \
-                os.path.exists(os.path.join(here, p)):
-            safety['urdf_path'] = os.path.join(here, p)
-    elif not safety.get('lower_limits_rad'):
-        guess = os.path.splitext(os.path.abspath(config))[0] + '.urdf'
-        if os.path.isfile(guess):
-            safety['urdf_path'] = guess
-    return safety.get('urdf_path') or None
+from wam_runtime.bag import BagError, BagWriter, open_bag, storage_file
+from wam_runtime.core.inference import file_sha256
+from wam_runtime.core.policy_config import check_against_contract
+from wam_runtime.replay import realtime, report
+from wam_runtime.replay.config import CONFIG_ERRORS, EXIT_CONFIG, EXIT_INPUT, EXIT_INTERRUPTED, \
+    EXIT_OK, load_policy, setup, UsageError
+from wam_runtime.replay.outputs import BAG_NAME, check_expect, data_loss, error_summary, \
+    prepare_out, print_summary, Progress
+from wam_runtime.replay.pipeline import ReplayPipeline
+from wam_runtime.replay.topics import InputError, recorded_inferences, resolve_inputs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,217 +93,48 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-class Progress:
-    """A one-line progress bar on stderr (only on a terminal)."""
-
-    def __init__(self, total_ns: int, enabled: bool) -> None:
-        """Show progress through ``total_ns`` of bag time."""
-        self.total = max(1, total_ns)
-        self.enabled = enabled and sys.stderr.isatty()
-        self._last = 0.0
-
-    def update(self, done_ns: int, force: bool = False) -> None:
-        """Redraw at most five times a second."""
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not force and now - self._last < 0.2:
-            return
-        self._last = now
-        frac = min(1.0, max(0.0, done_ns / self.total))
-        bar = '#' * int(frac * 30)
-        sys.stderr.write(f'\r  replay [{bar:<30}] {frac * 100:5.1f}%  '
-                         f'{done_ns * 1e-9:7.1f} / {self.total * 1e-9:.1f} s of bag')
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        """End the line."""
-        if self.enabled:
-            self.update(self.total, force=True)
-            sys.stderr.write('\n')
-
-
-def _prepare_out(out: str, force: bool) -> None:
-    os.makedirs(out, exist_ok=True)
-    present = [n for n in OUTPUT_FILES if os.path.exists(os.path.join(out, n))]
-    if present and not force:
-        raise UsageError(f'--out: {out!r} already holds {present}; choose a new folder or '
-                         'pass --force')
-    for name in present:
-        path = os.path.join(out, name)
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-
-
-def _error_summary(out: str, status: str, error: str, inputs: Mapping[str, Any]) -> None:
-    try:
-        os.makedirs(out, exist_ok=True)
-        report.write_json(os.path.join(out, 'summary.json'), {
-            'format_version': report.FORMAT_VERSION, 'status': status, 'error': error,
-            'inputs': dict(inputs)})
-    except OSError:
-        pass
-
-
-def _print_summary(s: Mapping[str, Any], timing: Mapping[str, Any], out: str) -> None:
-    lat = s['latency_ms']['observation_to_command']
-    iv = ', '.join(f'{k}={v}' for k, v in s['safety']['interventions'].items()) or 'none'
-    print(f'replayed {s["replayed_s"]:.2f} s of bag in {timing["replay_wall_s"]:.2f} s '
-          f'({timing["speed_x_real_time"]:.1f}x real time): {s["policy"]["inferences"]} '
-          f'inferences, {s["safety"]["commands"]} gated commands')
-    if lat['n']:
-        print(f'observation stamp -> gated command (bag clock): p50 {lat["p50"]:.1f} ms, '
-              f'p99 {lat["p99"]:.1f} ms ({lat["n"]} chunks)')
-    print(f'safety interventions: {iv}; commands outside limits: '
-          f'{s["safety"]["commands_outside_limits"]}')
-    div = s.get('divergence') or {}
-    if 'gated_commands' in div and div['gated_commands'].get('n'):
-        g = div['gated_commands']
-        print(f'gated vs recorded commands: rms {g["rms_all_rad"]:.4g} rad, max '
-              f'{g["max_all_rad"]:.4g} rad over {g["n"]} commands')
-    if 'chunks_vs_recorded' in div and div['chunks_vs_recorded']['matched']:
-        c = div['chunks_vs_recorded']
-        print(f'chunks vs recorded chunks: {c["matched"]} matched, max |diff| '
-              f'{c["max_abs_rad"]:.3g} rad')
-    skipped = s['messages']['skipped']
-    if skipped:
-        print('skipped messages: ' + ', '.join(f'{k}={v}' for k, v in skipped.items()))
-    for w in s.get('warnings', []):
-        print(f'warning: {w}')
-    print(f'wrote {out}/summary.json, {out}/{BAG_NAME}/ and figures')
-
-
-def data_loss(bag, status: str, code: int, warnings: List[str],
-              label: str = 'replay') -> Tuple[str, int]:
-    """Turn the bag's losses (after a full pass) into warnings, status and exit code 4."""
-    if status != 'ok' or not bag.data_lost:
-        return status, code
-    warnings.extend(bag.problems)
-    n = sum(bag.lost.values())
-    what = f'{n} messages of the bag were lost' if n else 'damaged data was skipped'
-    by_topic = ', '.join(f'{t}: {k}' for t, k in bag.lost.items())
-    print(f'[wam_runtime] {label}: {what}' + (f' ({by_topic})' if by_topic else '') +
-          '; the results cover the rest (messages.lost, warnings); exit code '
-          f'{EXIT_DATA_LOST}', file=sys.stderr)
-    return 'data_lost', EXIT_DATA_LOST
-
-
-def check_expect(path: str, summary: Mapping[str, Any], args) -> int:
-    """Compare with an older summary; print the diff; return the exit code."""
-    import json
-    try:
-        with open(path, encoding='utf-8') as f:
-            old = json.load(f)
-    except (OSError, ValueError) as exc:
-        print(f'[wam_runtime] --expect: cannot read {path!r} ({exc})', file=sys.stderr)
-        return EXIT_CONFIG
-    lines = report.compare(old, summary, args.rel_tol, args.abs_tol, args.count_tol,
-                           args.exact)
-    if not lines:
-        print(f'regression check against {path}: no drift')
-        return EXIT_OK
-    print(f'regression check against {path}: {len(lines)} difference(s) beyond tolerance')
-    for line in lines:
-        print(f'  {line}')
-    return EXIT_DRIFT
-
-
-def setup(args) -> Tuple[Dict, SafetySetup, str, Dict[str, Any]]:
-    """Load and validate config, URDF and model path.
-
-    Returns (policy parameters, safety setup, model path, the inputs' identity for the
-    summary).
-    """
-    policy_values, safety_values = load_config(args.config, args.param)
-    urdf = resolve_urdf(safety_values, args.config, args.urdf)
-    if args.model:
-        policy_values['model_path'] = args.model
-    if not policy_values.get('model_path'):
-        bundled = default_model()
-        if bundled is None:
-            raise UsageError('--model: no model given and the config has no '
-                             'policy_node.model_path')
-        policy_values['model_path'] = bundled
-    pp = resolve(POLICY_PARAMS, policy_values, 'policy_node')
-    if not pp['inference_rate_hz'] > 0 or not pp['max_observation_age_s'] > 0:
-        raise ConfigError('inference_rate_hz and max_observation_age_s: must be > 0')
-    if not pp['max_observation_skew_s'] >= 0:
-        raise ConfigError('max_observation_skew_s: must be >= 0')
-    safety = build_safety(safety_values)
-    model = pp['model_path']
-    inputs: Dict[str, Any] = {
-        'bag': os.path.basename(os.path.normpath(args.bag)),
-        'config': os.path.basename(args.config), 'config_sha256': file_sha256(args.config),
-        'params': list(args.param),
-        'model': os.path.basename(model),
-        'model_sha256': file_sha256(model) if os.path.isfile(model) else None,
-        'urdf': os.path.basename(urdf) if urdf else None,
-        'urdf_sha256': file_sha256(urdf) if urdf and os.path.isfile(urdf) else None,
-        'inference_delay_s': args.inference_delay_s,
-    }
-    return pp, safety, model, inputs
-
-
-def load_policy(model: str, pp: Mapping[str, Any]) -> OnnxPolicy:
-    """Load the model for a deterministic replay: CPU, one thread."""
-    return OnnxPolicy(model, providers=[CPU], intra_op_num_threads=1, inter_op_num_threads=1,
-                      model_sha256=pp['model_sha256'], io_binding=pp['io_binding'],
-                      log=lambda line: None)
-
-
-def recorded_stamps(bag, topic: str) -> List[int]:
-    """Return the header stamps (ns) of the recorded chunks (as far as the bag reads)."""
-    from wam_runtime.replay.bag_io import typestore
-    stamps: List[int] = []
-    try:
-        for rec in bag.messages([topic]):
-            try:
-                st = typestore().deserialize_cdr(rec.data, rec.msgtype).header.stamp
-            except Exception:  # noqa: B902 - corrupt bytes: the main pass counts them
-                continue
-            stamps.append(st.sec * 1_000_000_000 + st.nanosec)
-    except BagError:
-        pass      # the main pass reports where the bag breaks
-    return stamps
-
-
 def run_offline(args) -> int:
     """Run the offline replay; return the exit code."""
     out = args.out
     inputs: Dict[str, Any] = {'bag': os.path.basename(os.path.normpath(args.bag))}
     try:
-        _prepare_out(out, args.force)
-        pp, safety, model, inputs = setup(args)
-        policy = load_policy(model, pp)
+        prepare_out(out, args.force)
+        config, safety, model, inputs = setup(args)
+        policy = load_policy(model, config)
+        check_against_contract(config, policy.contract)      # as the node does
     except (UsageError, OSError) + CONFIG_ERRORS as exc:
         msg = str(exc) if not isinstance(exc, OSError) else f'{exc.filename}: {exc.strerror}'
         print(f'[wam_runtime] replay: {msg}', file=sys.stderr)
         if not isinstance(exc, UsageError) or not str(exc).startswith('--out'):
-            _error_summary(out, 'error', msg, inputs)
+            error_summary(out, 'error', msg, inputs)
         return EXIT_CONFIG
     t_wall0 = time.monotonic()
     try:
         bag = open_bag(args.bag)
     except BagError as exc:
         print(f'[wam_runtime] replay: {exc}', file=sys.stderr)
-        _error_summary(out, 'error', str(exc), inputs)
+        error_summary(out, 'error', str(exc), inputs)
         return EXIT_INPUT
     with bag:
         inputs['storage'] = bag.storage
         inputs['salvaged'] = bag.salvaged
         ns = args.namespace.strip('/')
         try:
+            extra = list(config.params['extra_joint_state_topics'] or [])
+            extra += [t for t in safety.params['extra_joint_state_topics'] or []
+                      if t not in extra]
             topics = resolve_inputs(bag.topics, [c.name for c in policy.contract.cameras],
-                                    pp['compressed_cameras'] or [],
-                                    safety.params['output_mode'], ns)
+                                    config.compressed_cameras, safety.params['output_mode'],
+                                    ns, extra)
         except InputError as exc:
             print(f'[wam_runtime] replay: {exc}', file=sys.stderr)
-            _error_summary(out, 'error', str(exc), inputs)
+            error_summary(out, 'error', str(exc), inputs)
             return EXIT_INPUT
         inputs['topics'] = {'cameras': {k: v[0] for k, v in topics.cameras.items()},
                             'joint_states': topics.joint_states, 'estop': topics.estop,
                             'recorded_commands': topics.recorded_commands,
                             'recorded_chunks': topics.recorded_chunks}
-        stamps = None
+        recorded = None
         schedule = args.schedule
         if schedule == 'auto':
             schedule = 'recorded' if topics.recorded_chunks else 'rate'
@@ -380,23 +142,25 @@ def run_offline(args) -> int:
             if not topics.recorded_chunks:
                 print('[wam_runtime] replay: --schedule recorded: the bag has no '
                       'policy/action_chunk topic', file=sys.stderr)
-                _error_summary(out, 'error', 'no recorded chunks to schedule by', inputs)
+                error_summary(out, 'error', 'no recorded chunks to schedule by', inputs)
                 return EXIT_INPUT
-            stamps = recorded_stamps(bag, topics.recorded_chunks)
+            recorded = recorded_inferences(bag, topics)
         gate = args.gate
         if gate == 'auto':
             gate = 'recorded' if topics.recorded_commands else 'open'
         if gate == 'recorded' and not topics.recorded_commands:
             print('[wam_runtime] replay: --gate recorded: the bag has no recorded commands',
                   file=sys.stderr)
-            _error_summary(out, 'error', 'no recorded commands to follow', inputs)
+            error_summary(out, 'error', 'no recorded commands to follow', inputs)
             return EXIT_INPUT
         inputs['schedule'] = schedule
         inputs['gate'] = gate
         bag_path = os.path.join(out, BAG_NAME)
         writer = BagWriter(bag_path, 'mcap')
-        pipe = ReplayPipeline(policy, pp, safety, topics, writer, args.inference_delay_s,
-                              ns, bag.topics, stamps, gate == 'recorded')
+        pipe = ReplayPipeline(policy, config, safety, topics, writer, args.inference_delay_s,
+                              ns, bag.topics, recorded, gate == 'recorded')
+        if recorded is not None:
+            inputs['schedule_inputs'] = 'inference_inputs' if pipe.reruns else 'frame_stamps'
         status, error, code = 'ok', None, EXIT_OK
         start = bag.start_ns or 0
         progress = Progress((bag.end_ns or start) - start, not args.quiet)
@@ -444,7 +208,7 @@ def run_offline(args) -> int:
               'note': 'wall clock: differs from run to run (summary.json does not)'}
     report.write_json(os.path.join(out, 'timing.json'), timing)
     if not args.quiet:
-        _print_summary(summary, timing, out)
+        print_summary(summary, timing, out)
     if code == EXIT_OK and args.expect:
         code = check_expect(args.expect, summary, args)
     return code
@@ -454,7 +218,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``wam-runtime replay`` (argv without the ``replay`` word)."""
     args = build_parser().parse_args(argv)
     if args.realtime:
-        from wam_runtime.replay import realtime
         return realtime.main(args)
     return run_offline(args)
 

@@ -24,18 +24,19 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from wam_runtime.bag import BagError, BagWriter, open_bag, storage_file, typestore
 from wam_runtime.core.inference import file_sha256
+from wam_runtime.core.interfaces import FLOAT64_ARRAY, JOINT_STATE, STATUS, TRAJECTORY
 from wam_runtime.core.observation import JointMapper
 from wam_runtime.core.params import ConfigError
 from wam_runtime.core.safety_config import build_safety
 from wam_runtime.replay import report
-from wam_runtime.replay.bag_io import BagError, BagWriter, open_bag, storage_file, typestore
-from wam_runtime.replay.cli import (
-    _error_summary, _prepare_out, check_expect, CONFIG_ERRORS, data_loss, default_model,
-    EXIT_CONFIG, EXIT_INPUT, EXIT_OK, load_config, resolve_urdf, UsageError)
-from wam_runtime.replay.pipeline import (
-    chunk_positions, command_positions, FLOAT64_ARRAY, JOINT_STATE, match_topic,
-    OUTPUT_TOPICS, RunData, STATUS, TRAJECTORY)
+from wam_runtime.replay.config import CONFIG_ERRORS, default_model, EXIT_CONFIG, EXIT_INPUT, \
+    EXIT_OK, load_config, resolve_urdf, UsageError
+from wam_runtime.replay.outputs import check_expect, data_loss, error_summary, prepare_out
+from wam_runtime.replay.rundata import RunData
+from wam_runtime.replay.topics import chunk_positions, command_positions, match_topic, \
+    OUTPUT_TOPICS
 
 BAG_NAME = 'realtime'
 NOT_PLAYED = OUTPUT_TOPICS + ('clock', 'diagnostics', 'rosout', 'parameter_events',
@@ -154,7 +155,7 @@ def main(args) -> int:
     try:
         if not args.rate > 0:
             raise UsageError(f'--rate: must be > 0, got {args.rate}')
-        _prepare_out(out, args.force)
+        prepare_out(out, args.force)
         policy_values, safety_values = load_config(args.config, args.param)
         urdf = resolve_urdf(safety_values, args.config, args.urdf)
         safety = build_safety(safety_values)
@@ -173,7 +174,7 @@ def main(args) -> int:
         bag = open_bag(args.bag)
     except BagError as exc:
         print(f'[wam_runtime] replay --realtime: {exc}', file=sys.stderr)
-        _error_summary(out, 'error', str(exc), inputs)
+        error_summary(out, 'error', str(exc), inputs)
         return EXIT_INPUT
     joint_names = list(safety.config.limits.joint_names)
     run = RunData(joint_names, safety.config.limits.lower.copy(),

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wam_runtime.replay.pipeline import RunData
+from wam_runtime.replay.rundata import RunData
 
 FORMAT_VERSION = 1
 # Top-level summary sections that identify a run rather than describe its results.

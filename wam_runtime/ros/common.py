@@ -19,10 +19,12 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from wam_runtime.core.contract import ContractError
-from wam_runtime.core.gate import LimitsError
 from wam_runtime.core.image import FrameError
 from wam_runtime.core.inference import ModelLoadError
+from wam_runtime.core.interfaces import Event
+from wam_runtime.core.limits import LimitsError
 from wam_runtime.core.params import ConfigError, CONFIGURE, Kind, LIVE, Param
+from wam_runtime.core.stamps import split_ns, to_ns
 
 
 # Errors that mean "this configuration or model cannot run": one line, exit code 2.
@@ -139,12 +141,12 @@ def stamp_to_s(stamp) -> float:
 
 def stamp_to_ns(stamp) -> int:
     """Convert builtin_interfaces/Time to integer nanoseconds (exact)."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    return to_ns(stamp.sec, stamp.nanosec)
 
 
 def ns_to_time(ns: int) -> Time:
     """Convert integer nanoseconds to builtin_interfaces/Time (exact, never via float)."""
-    sec, nanosec = divmod(int(ns), 1_000_000_000)
+    sec, nanosec = split_ns(int(ns))
     return Time(sec=sec, nanosec=nanosec)
 
 
@@ -168,6 +170,14 @@ def diagnostic_array(node: Node, name: str, level: bytes, message: str,
     arr.header.stamp = node.get_clock().now().to_msg()
     arr.status = [status]
     return arr
+
+
+def event_msg(event: Event, hardware_id: str) -> DiagnosticStatus:
+    """Build the ``safety/events`` DiagnosticStatus of a core event."""
+    msg = DiagnosticStatus(level=bytes([event.level]), name=event.name, message=event.message,
+                           hardware_id=hardware_id)
+    msg.values = [KeyValue(key=k, value=v) for k, v in event.values]
+    return msg
 
 
 def _fmt(v: Any) -> str:

@@ -1,11 +1,12 @@
 """recorder_node: record episodes to rosbag2 (MCAP) for fine-tuning and replay.
 
-Subscribes, with raw subscriptions (the CDR bytes exactly as on the wire), to the inputs
-(``camera/<name>/image_raw`` or ``.../compressed`` for every camera in ``camera_names``,
-``joint_states``), the policy (``policy/action_chunk``, ``policy/surprise``), the safety
-controller (``commands``, ``joint_trajectory``, ``safety/events``, ``safety/execution``),
-``safety/estop`` and the episode outcome (``sim/episode_outcome``, std_msgs/String JSON; a
-real robot's task checker may publish the same). One bag per episode:
+Subscribes, with raw subscriptions (the CDR bytes exactly as on the wire), to what
+``core.interfaces.RECORDED`` lists: the inputs (``joint_states``; the cameras,
+``camera/<name>/image_raw`` or ``.../compressed`` for every camera in ``camera_names``), the
+policy (``policy/action_chunk``, ``policy/inference_inputs``, ``policy/surprise``), the
+safety controller (``commands``, ``joint_trajectory``, ``safety/events``,
+``safety/execution``), ``safety/estop``, and the episode outcome (``sim/episode_outcome``,
+std_msgs/String JSON; a real robot's task checker may publish the same). One bag per episode:
 ``<output_dir>/<episode_prefix>_NNNN/``, readable with ``rosbags`` and
 ``wam-runtime replay``.
 
@@ -25,25 +26,26 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import Bool, Float32, Float64MultiArray, String
+from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory
 
+from wam_runtime.bag import BagWriter, STORAGE_PLUGINS
+from wam_runtime.core.interfaces import (
+    camera_topic, COMPRESSED_IMAGE, DIAGNOSTIC_ARRAY, DIAGNOSTICS, Endpoint, EPISODE_OUTCOME,
+    ESTOP, EVENTS, IMAGE, RECORDED, RELIABLE, SENSOR, SIM_CAMERA, STRING)
 from wam_runtime.core.params import Kind
-from wam_runtime.replay.bag_io import BagWriter, STORAGE_PLUGINS
 from wam_runtime.ros.common import ConfigError, declare_params, ParamSpec, run_node
+from wam_runtime.ros.interface_types import message_class, qos
 
 PARAMS = (
     ParamSpec('output_dir', Kind('string'), 'Folder for the episode bags (created).'),
     ParamSpec('storage_id', 'mcap', "Bag storage: 'mcap' or 'sqlite3'."),
-    ParamSpec('camera_names', ['scene'], 'Cameras recorded from camera/<name>/image_raw.'),
+    ParamSpec('camera_names', [SIM_CAMERA], 'Cameras recorded from camera/<name>/image_raw.'),
     ParamSpec('compressed_cameras', Kind('string_array'),
               'Cameras recorded from camera/<name>/image_raw/compressed instead.',
               optional=True),
-    ParamSpec('outcome_topic', 'sim/episode_outcome',
+    ParamSpec('outcome_topic', EPISODE_OUTCOME,
               'std_msgs/String (JSON) that reports the end of an episode.'),
     ParamSpec('split_on_outcome', True, 'End the episode when an outcome arrives.'),
     ParamSpec('max_episode_s', 0.0, 'End an episode after this long (s; 0 = no limit).'),
@@ -52,10 +54,20 @@ PARAMS = (
 )
 
 SPLIT = 'split'
+CAMERA_DEPTH = 50           # frames queued per camera
+REPORT_DEPTH = 100          # outcome and /diagnostics messages queued
 
 
-def _sensor_qos(depth: int = 50) -> QoSProfile:
-    return QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT)
+def recorded_endpoints(camera_names: List[str], compressed: List[str], outcome_topic: str,
+                       diagnostics: bool) -> List[Endpoint]:
+    """Return what an episode records: the cameras, RECORDED, the outcome, /diagnostics."""
+    cameras = [Endpoint(camera_topic(cam, cam in compressed),
+                        COMPRESSED_IMAGE if cam in compressed else IMAGE, SENSOR, CAMERA_DEPTH)
+               for cam in camera_names]
+    reports = [Endpoint(outcome_topic, STRING, RELIABLE, REPORT_DEPTH)]
+    if diagnostics:
+        reports.append(Endpoint(DIAGNOSTICS, DIAGNOSTIC_ARRAY, RELIABLE, REPORT_DEPTH))
+    return cameras + list(RECORDED) + reports
 
 
 class _Episode:
@@ -102,50 +114,26 @@ class RecorderNode(Node):
         self._next_index = self._first_free_index()
         self.written: List[str] = []
         self.errors: List[str] = []
-        reliable = QoSProfile(depth=100)
-        topics: List[Tuple[str, Any, str, QoSProfile]] = []
-        for cam in p['camera_names']:
-            if cam in compressed:
-                topics.append((f'camera/{cam}/image_raw/compressed', CompressedImage,
-                               'sensor_msgs/msg/CompressedImage', _sensor_qos()))
-            else:
-                topics.append((f'camera/{cam}/image_raw', Image, 'sensor_msgs/msg/Image',
-                               _sensor_qos()))
-        topics += [
-            ('joint_states', JointState, 'sensor_msgs/msg/JointState', _sensor_qos(200)),
-            ('policy/action_chunk', JointTrajectory, 'trajectory_msgs/msg/JointTrajectory',
-             reliable),
-            ('policy/surprise', Float32, 'std_msgs/msg/Float32', reliable),
-            ('commands', Float64MultiArray, 'std_msgs/msg/Float64MultiArray',
-             QoSProfile(depth=500)),
-            ('joint_trajectory', JointTrajectory, 'trajectory_msgs/msg/JointTrajectory',
-             QoSProfile(depth=500)),
-            ('safety/events', DiagnosticStatus, 'diagnostic_msgs/msg/DiagnosticStatus',
-             QoSProfile(depth=500)),
-            ('safety/execution', Float64MultiArray, 'std_msgs/msg/Float64MultiArray',
-             QoSProfile(depth=500)),
-            ('safety/estop', Bool, 'std_msgs/msg/Bool', reliable),
-            (p['outcome_topic'], String, 'std_msgs/msg/String', reliable),
-        ]
-        if p['record_diagnostics']:
-            from diagnostic_msgs.msg import DiagnosticArray
-            topics.append(('/diagnostics', DiagnosticArray,
-                           'diagnostic_msgs/msg/DiagnosticArray', reliable))
+        endpoints = recorded_endpoints(p['camera_names'], compressed, p['outcome_topic'],
+                                       p['record_diagnostics'])
+        # absolute names, remaps applied: what the bag's topics are called
+        self._roles = {self.resolve_topic_name(p['outcome_topic']): 'outcome',
+                       self.resolve_topic_name(EVENTS): 'events',
+                       self.resolve_topic_name(ESTOP): 'estop'}
         self._subs = []
-        for topic, cls, msgtype, qos in topics:
-            name = self.resolve_topic_name(topic)   # absolute, remaps applied
-            outcome = topic == p['outcome_topic']
+        for e in endpoints:
+            name = self.resolve_topic_name(e.topic)
             self._subs.append(self.create_subscription(
-                cls, topic,
-                lambda raw, n=name, m=msgtype, o=outcome: self._on_message(n, m, raw, o),
-                qos, raw=True))
+                message_class(e.msgtype), e.topic,
+                lambda raw, n=name, m=e.msgtype: self._on_message(n, m, raw), qos(e),
+                raw=True))
         self.create_service(Trigger, 'recorder/split', self._on_split)
         self._thread = threading.Thread(target=self._writer_loop, name='episode_writer',
                                         daemon=True)
         self._thread.start()
         self.get_logger().info(
             f'recording episodes ({p["storage_id"]}) to {self.output_dir}: '
-            f'{[t for t, *_ in topics]}')
+            f'{[e.topic for e in endpoints]}')
 
     def _first_free_index(self) -> int:
         prefix = self.p['episode_prefix'] + '_'
@@ -154,10 +142,10 @@ class RecorderNode(Node):
         return max(taken) + 1 if taken else 0
 
     # ------------------------------------------------------------------ callbacks
-    def _on_message(self, topic: str, msgtype: str, raw: bytes, outcome: bool) -> None:
+    def _on_message(self, topic: str, msgtype: str, raw: bytes) -> None:
         t_ns = self.get_clock().now().nanoseconds
         self._queue.append(('msg', t_ns, topic, msgtype, bytes(raw)))
-        if outcome and self.p['split_on_outcome']:
+        if self.p['split_on_outcome'] and self._roles.get(topic) == 'outcome':
             self._queue.append((SPLIT, t_ns, 'outcome'))
         self._wake.set()
 
@@ -199,13 +187,13 @@ class RecorderNode(Node):
             ep = self._episode = _Episode(index, path, self.p['storage_id'], t_ns)
         ep.writer.write(t_ns, topic, msgtype, data)
         ep.end_ns = max(ep.end_ns, t_ns)
-        if msgtype == 'diagnostic_msgs/msg/DiagnosticStatus':
+        role = self._roles.get(topic)
+        if role == 'events':
             reason = deserialize_message(data, DiagnosticStatus).name
             ep.interventions[reason] = ep.interventions.get(reason, 0) + 1
-        elif msgtype == 'std_msgs/msg/Bool' and topic.endswith('safety/estop'):
+        elif role == 'estop':
             ep.estops += int(deserialize_message(data, Bool).data)
-        elif msgtype == 'std_msgs/msg/String' and topic.strip('/') == \
-                self.p['outcome_topic'].strip('/'):
+        elif role == 'outcome':
             text = deserialize_message(data, String).data
             try:
                 ep.outcome = json.loads(text)

@@ -18,11 +18,9 @@ import threading
 import time
 from typing import List, Optional
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_impl
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.qos import qos_profile_sensor_data, QoSProfile
 from rclpy.serialization import deserialize_message, serialize_message
@@ -35,39 +33,35 @@ from std_msgs.msg import Bool, Float32, Float64MultiArray, MultiArrayDimension, 
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from wam_runtime.core import controller as ctl, following
-from wam_runtime.core.incident import IncidentRecorder
-from wam_runtime.core.joint_states import JointStateError, JointStateMerge
+from wam_runtime.bag.incident import IncidentRecorder
+from wam_runtime.core import controller as ctl
+from wam_runtime.core.chunks import CHUNK_BACKLOG, CHUNK_SHAPE, ChunkError
+from wam_runtime.core.interfaces import ACTION_CHUNK, EVENTS, EXECUTION, EXECUTION_LABELS, \
+    JOINT_STATE, SAFETY_OUTPUTS, TRAJECTORY
+from wam_runtime.core.joint_states import JointStateError
 from wam_runtime.core.params import SAFETY_PARAMS
-from wam_runtime.core.realtime import EXECUTION_LABELS
 from wam_runtime.core.safety_config import build_safety
+from wam_runtime.core.safety_runtime import Reaction, SafetyRuntime
 from wam_runtime.core.stats import RateMeter, RollingStats
 from wam_runtime.ros.chunk_intake import CdrError, ChunkIntake, TrajectoryReader
-from wam_runtime.ros.common import declare_params, diagnostic_array, now_s, read_params, \
-    run_node, stamp_to_ns
-from wam_runtime.ros.conversions import float_array, JointStateSources, \
-    merge_joint_state, s_to_duration, trajectory_arrays
+from wam_runtime.ros.common import declare_params, diagnostic_array, event_msg, now_ns, \
+    read_params, run_node, stamp_to_ns
+from wam_runtime.ros.conversions import float_array, JointStateSources, s_to_duration, \
+    trajectory_arrays
 
-T = Parameter.Type
 
 PARAMS = SAFETY_PARAMS
 
-# safety/execution (Float64MultiArray, labels core.realtime.EXECUTION_LABELS), one per tick
-# while a chunk executes: the feedback policy_node uses to start the next inference before
-# the current chunk runs out. The chunk's stamp travels as its two integer fields (exact in
-# float64), never as float seconds.
-STOP_EVENTS = (ctl.COMMAND_TIMEOUT, ctl.STATE_TIMEOUT, ctl.CHUNK_EXHAUSTED,
-               ctl.EXECUTION_LATE) + ctl.LATCHING
-
 
 class SafetyControllerNode(LifecycleNode):
-    """Thin wiring of core.controller.SafetyController to topics, services and a timer."""
+    """Thin wiring of core.safety_runtime.SafetyRuntime to topics, services and a thread."""
 
     def __init__(self) -> None:
         super().__init__('safety_controller')
         self.recorder: Optional[IncidentRecorder] = None
         self._incident_errors_seen = 0
-        self.core: Optional[ctl.SafetyController] = None
+        self.runtime: Optional[SafetyRuntime] = None
+        self.core: Optional[ctl.SafetyController] = None     # runtime.controller
         self._startup_error: Optional[Exception] = None
         self._lock = threading.Lock()
         self._entities: List = []
@@ -81,12 +75,11 @@ class SafetyControllerNode(LifecycleNode):
             self.trigger_activate()
 
     # ------------------------------------------------------------------ lifecycle
-    def _build_core(self) -> ctl.SafetyController:
+    def _build_runtime(self) -> SafetyRuntime:
         setup = build_safety(self.params)
-        self._guard = getattr(setup, 'workspace', None)    # fed measured held joints
         if setup.limits_table:
             self.get_logger().info('effective limits:\n' + setup.limits_table)
-        return ctl.SafetyController(setup.config, enabled=False, governor=setup.governor)
+        return SafetyRuntime(setup, enabled=False)
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Re-read and validate every parameter, load limits and URDF, create the I/O.
@@ -96,21 +89,16 @@ class SafetyControllerNode(LifecycleNode):
         """
         try:
             self.params = read_params(self, PARAMS, previous=self.params)
-            self.core = self._build_core()
+            self.runtime = self._build_runtime()
+            self.core = self.runtime.controller
         except Exception as exc:  # noqa: B902 - reported as a failed transition, then raised
             self._startup_error = exc
             self.get_logger().error(f'configure failed: {exc}')
             return TransitionCallbackReturn.FAILURE
         p = self.params
         limits = self.core.config.limits
-        # joint_states from any number of publishers, merged per joint; the core sees a
-        # state only while every commanded joint is fresh (state_timeout_s per joint).
-        # Joints the gate does not command but the workspace's kinematics hold (fingers, a
-        # second arm): kept at their measured values, mimic joints follow their leader.
-        self._held = list(getattr(getattr(self._guard, 'kin', None), 'held_names', ()))
-        self.joints = JointStateMerge(limits.joint_names, p['state_timeout_s'], self._held)
+        self.joints = self.runtime.joints         # merged per joint, held joints included
         self.joint_sources = JointStateSources(self)
-        self._joints_since: Optional[float] = None
         self.latency = RollingStats(2000)
         self.tick_time = RollingStats(2000)
         self.tick_jitter = RollingStats(2000)
@@ -122,23 +110,18 @@ class SafetyControllerNode(LifecycleNode):
                 p['incident_dir'], p['incident_window_s'], p['incident_min_interval_s'],
                 int(p['incident_max_total_mb'] * 1e6))
         qos = QoSProfile(depth=10)
-        if self.output_mode == 'forward_command':
-            self.cmd_topic, self.cmd_type = 'commands', 'std_msgs/msg/Float64MultiArray'
-            self.cmd_pub = self.create_publisher(Float64MultiArray, 'commands', qos)
-        else:
-            self.cmd_topic, self.cmd_type = 'joint_trajectory', \
-                'trajectory_msgs/msg/JointTrajectory'
-            self.cmd_pub = self.create_publisher(JointTrajectory, 'joint_trajectory', qos)
-        self.event_pub = self.create_publisher(DiagnosticStatus, 'safety/events',
-                                               QoSProfile(depth=100))
-        self.exec_pub = self.create_publisher(Float64MultiArray, 'safety/execution',
-                                              QoSProfile(depth=10))
+        self.cmd_topic, self.cmd_type = SAFETY_OUTPUTS[self.output_mode]
+        self.cmd_pub = self.create_publisher(
+            Float64MultiArray if self.output_mode == 'forward_command' else JointTrajectory,
+            self.cmd_topic, qos)
+        self.event_pub = self.create_publisher(DiagnosticStatus, EVENTS, QoSProfile(depth=100))
+        self.exec_pub = self.create_publisher(Float64MultiArray, EXECUTION, QoSProfile(depth=10))
         self._exec_layout = MultiArrayLayout(dim=[        # built once, sent every tick
             MultiArrayDimension(label=label, size=1, stride=1) for label in EXECUTION_LABELS])
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._entities = [
             self.cmd_pub, self.event_pub, self.exec_pub, self.diag_pub,
-            self.create_subscription(JointTrajectory, 'policy/action_chunk', self._on_chunk,
+            self.create_subscription(JointTrajectory, ACTION_CHUNK, self._on_chunk,
                                      QoSProfile(depth=10), raw=True),
             self.create_subscription(JointState, 'joint_states', self._on_joints,
                                      qos_profile_sensor_data, raw=True),
@@ -234,6 +217,7 @@ class SafetyControllerNode(LifecycleNode):
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None
+        self.runtime = None
         self.core = None
         self.mode = 'unconfigured'
 
@@ -250,48 +234,39 @@ class SafetyControllerNode(LifecycleNode):
             self.recorder.add(self.get_clock().now().nanoseconds, topic, msgtype, data)
 
     def _on_joints(self, raw: bytes, info, topic: str = 'joint_states') -> None:
-        self._record(topic, 'sensor_msgs/msg/JointState', raw)
-        now = now_s(self)
+        self._record(topic, JOINT_STATE, raw)
+        now = now_ns(self)
         source = self.joint_sources.key(topic, info)
+        msg = deserialize_message(raw, JointState)
         with self._lock:
             try:
-                merge_joint_state(self.joints, deserialize_message(raw, JointState), now,
-                                  source)
+                self.runtime.on_joint_state(msg.name, msg.position,
+                                            stamp_to_ns(msg.header.stamp), now, source)
             except JointStateError as exc:
-                self.core.count('joint_state_rejected')
                 self.get_logger().warning(
                     f'joint_states from {self.joint_sources.describe(source)} rejected: {exc}',
                     throttle_duration_sec=5.0)
                 return
-            if self._held and self._guard is not None:
-                self._guard.set_held(self.joints.values(self._held))
-            merged = self.joints.merged(now)
-            if merged is not None:
-                # The state is as old as its oldest joint: state_timeout_s applies per joint.
-                self.core.on_state(merged.positions, min(merged.oldest_received_s, now))
-        if merged is not None:
-            self._joints_since = None
-        elif self._joints_since is None:
-            self._joints_since = now
-        elif now - self._joints_since > max(self.params['state_timeout_s'], 1.0):
+            incomplete = self.runtime.incomplete_for_s(now)
+        if incomplete > max(self.params['state_timeout_s'], 1.0):
             self.get_logger().warning(
                 f'joint_states incomplete: '
-                f'{self.joints.report(now, self.joint_sources.describe)}',
+                f'{self.joints.report(now * 1e-9, self.joint_sources.describe)}',
                 throttle_duration_sec=5.0)
 
     def _on_chunk(self, raw: bytes) -> None:
         # Executor thread: record and hand over; decoding happens on the intake thread.
-        self._record('policy/action_chunk', 'trajectory_msgs/msg/JointTrajectory', raw)
+        self._record(ACTION_CHUNK, TRAJECTORY, raw)
         self.intake.put(raw)
 
     def _chunk_dropped(self) -> None:
         """Count, with its reason, a chunk dropped unread behind a full intake queue."""
-        error = ctl.ChunkError(ctl.CHUNK_BACKLOG, 'dropped unread: chunks arrive faster '
-                                                  'than they can be checked')
+        error = ChunkError(CHUNK_BACKLOG, 'dropped unread: chunks arrive faster than they '
+                                          'can be checked')
         with self._lock:
-            self.core.reject(error, now_s(self))
+            reaction = self.runtime.reject(error, None, now_ns(self))
         self.get_logger().warning(f'chunk rejected: {error}', throttle_duration_sec=1.0)
-        self._event(error.reason, '', float('nan'), float('nan'), None, str(error))
+        self._react(reaction)
 
     def _handle_chunk(self, raw: bytes) -> None:
         """Intake thread: size check, decode, validate; only the adoption takes the lock."""
@@ -306,40 +281,40 @@ class SafetyControllerNode(LifecycleNode):
                 stamp_ns = stamp_to_ns(msg.header.stamp)
             else:
                 stamp_ns, names = reader.stamp_ns, reader.joint_names
-                ctl.check_points(reader.points, self.core.config.max_chunk_points)
+                self.runtime.check_size(reader.points)     # before decoding it
                 try:
                     times, positions = reader.decode()
                 except CdrError as exc:
-                    raise ctl.ChunkError(ctl.CHUNK_SHAPE, str(exc)) from None
-            stamp = stamp_ns * 1e-9
-            chunk = self.core.prepare_chunk(names, stamp, times, positions, now_s(self),
-                                            stamp_ns)
+                    raise ChunkError(CHUNK_SHAPE, str(exc)) from None
+            chunk = self.runtime.prepare_chunk(names, stamp_ns, times, positions,
+                                               now_ns(self))
+        except ChunkError as exc:
             with self._lock:
-                self.core.adopt_chunk(chunk, now_s(self))
-            self.intake_ms.add((time.perf_counter() - t0) * 1e3)
+                reaction = self.runtime.reject(exc, stamp_ns, now_ns(self))
+            if reaction.events:
+                self.get_logger().warning(f'chunk rejected: {exc}', throttle_duration_sec=1.0)
+            self._react(reaction)
             return
-        except ctl.ChunkError as exc:
-            error = exc
         with self._lock:
-            self.core.reject(error, now_s(self))
-        if error.reason != ctl.CHUNK_DISABLED:
-            self.get_logger().warning(f'chunk rejected: {error}', throttle_duration_sec=1.0)
-            self._event(error.reason, '', float('nan'), float('nan'), stamp_ns, str(error))
+            reaction = self.runtime.adopt(chunk, now_ns(self))
+        self.intake_ms.add((time.perf_counter() - t0) * 1e3)
+        if reaction.events:
+            self.get_logger().warning(f'chunk rejected: {reaction.events[0].message}',
+                                      throttle_duration_sec=1.0)
+        self._react(reaction)
 
     def _on_estop(self, msg: Bool) -> None:
         self._record('safety/estop', 'std_msgs/msg/Bool', serialize_message(msg))
         with self._lock:
-            was = self.core.fault
-            self.core.on_estop(msg.data, now_s(self))
-            latched = self.core.fault if self.core.fault != was else None
-        if latched:
+            reaction = self.runtime.on_estop(msg.data, now_ns(self))
+        if reaction.events:
             self.get_logger().error('E-STOP pressed: stopping, latched until released and '
                                     'safety/reset')
-            self._event(latched, '', float('nan'), float('nan'), None, 'e-stop pressed')
+        self._react(reaction)
 
     def _on_surprise(self, msg: Float32) -> None:
         with self._lock:
-            self.core.on_surprise(float(msg.data), now_s(self))
+            self.runtime.on_surprise(float(msg.data), now_ns(self))
 
     def _on_enable(self, request, response):
         with self._lock:
@@ -363,116 +338,61 @@ class SafetyControllerNode(LifecycleNode):
     # ------------------------------------------------------------------ control tick
     def _tick(self) -> None:
         t0 = time.perf_counter()
-        now = now_s(self)
+        now = now_ns(self)
         with self._lock:
-            result = self.core.tick(now)
-        self.mode = self.core.fault or result.mode
-        if result.command is None:
+            tick = self.runtime.tick(now)
+        self.mode = tick.mode
+        if tick.command is None:
             return
         if self.output_mode == 'forward_command':
-            msg = Float64MultiArray(data=float_array(result.command))
+            msg = Float64MultiArray(data=float_array(tick.command))
         else:
             msg = JointTrajectory(joint_names=list(self.core.joint_names), points=[
-                JointTrajectoryPoint(positions=result.command.tolist(),
+                JointTrajectoryPoint(positions=tick.command.tolist(),
                                      time_from_start=s_to_duration(self.period))])
         self.cmd_pub.publish(msg)
         self.command_rate.tick(time.monotonic())
         if self.recorder is not None and self.output_mode == 'forward_command':
             self._record(self.cmd_topic, self.cmd_type, serialize_message(msg))
-        if result.chunk_latency_s is not None:
-            self.latency.add(result.chunk_latency_s)
-        if result.chunk_stamp_ns is not None:
-            self._publish_execution(result.chunk_stamp_ns)
-        for iv in result.interventions:
-            fault = self.core.following_fault if iv.reason == ctl.FOLLOWING_ERROR else None
-            text = following.describe(self.core.joint_names[fault.joint], fault) if fault else ''
-            self._event(iv.reason, iv.joint, iv.requested, iv.allowed, result.chunk_stamp_ns,
-                        text)
-            if iv.reason in STOP_EVENTS:
-                self.get_logger().warning(f'{iv.reason}: controlled stop')
-                if self.recorder is not None:
-                    self.recorder.trigger(self.get_clock().now().nanoseconds, iv.reason)
+        if tick.chunk_latency_s is not None:
+            self.latency.add(tick.chunk_latency_s)
+        if tick.execution is not None:
+            self.exec_pub.publish(Float64MultiArray(layout=self._exec_layout,
+                                                    data=tick.execution))
+        for reason in tick.stops:
+            self.get_logger().warning(f'{reason}: controlled stop')
+        self._react(tick)
         self.tick_time.add(time.perf_counter() - t0)
 
-    def _publish_execution(self, chunk_stamp_ns: int) -> None:
-        sched = self.core.scheduler
-        sec, nanosec = divmod(int(chunk_stamp_ns), 1_000_000_000)
-        msg = Float64MultiArray(layout=self._exec_layout,
-                                data=[float(sec), float(nanosec), float(sched.executed_step()),
-                                      sched.remaining_s(), sched.speed, sched.lag_s()])
-        self.exec_pub.publish(msg)
-
-    def _event(self, reason: str, joint: str, requested: float, allowed: float,
-               chunk_stamp_ns: Optional[int], message: str = '') -> None:
-        latched = reason in ctl.LATCHING
-        level = DiagnosticStatus.ERROR if latched else DiagnosticStatus.WARN
-        ev = DiagnosticStatus(level=level, name=reason, hardware_id=self.get_name(),
-                              message=message or f'{joint or "all"}: requested '
-                                                 f'{requested:.6g}, allowed {allowed:.6g}')
-        ev.values = [KeyValue(key='reason', value=reason), KeyValue(key='joint', value=joint),
-                     KeyValue(key='requested', value=f'{requested:.9g}'),
-                     KeyValue(key='allowed', value=f'{allowed:.9g}'),
-                     KeyValue(key='chunk_stamp_s', value=ctl.stamp_text(chunk_stamp_ns))]
-        self.event_pub.publish(ev)
-        self._record('safety/events', 'diagnostic_msgs/msg/DiagnosticStatus',
-                     serialize_message(ev))
-        if reason.startswith('chunk_') and self.recorder is not None:
-            with self._lock:
-                burst = self.core.counters.get(reason, 0)
-            if burst in (5, 50, 500):   # a burst of rejections, not every one
-                self.recorder.trigger(self.get_clock().now().nanoseconds, f'{reason}_burst')
-
-    def _joint_state_values(self) -> dict:
-        now = now_s(self)
-        with self._lock:
-            j = self.joints
-            values = j.diagnostics(now)
-            if j.unknown:       # a counter like the others: present once it counted
-                values['count_joint_state_unknown_name'] = sum(j.unknown.values())
-            return values
+    def _react(self, reaction: Reaction) -> None:
+        """Publish (and keep for incident bags) the events; trigger the incident bags."""
+        for event in reaction.events:
+            msg = event_msg(event, self.get_name())
+            self.event_pub.publish(msg)
+            self._record(EVENTS, 'diagnostic_msgs/msg/DiagnosticStatus', serialize_message(msg))
+        if self.recorder is not None:
+            for reason in reaction.incidents:
+                self.recorder.trigger(self.get_clock().now().nanoseconds, reason)
 
     def _publish_diagnostics(self) -> None:
         with self._lock:
-            counters = dict(self.core.counters)
+            values = self.runtime.diagnostics(now_ns(self))
             fault = self.core.fault
         lat = self.latency.summary(1e3)
         tick = self.tick_time.summary(1e6)
         jitter = self.tick_jitter.summary(1e3)
-        values = {
+        values.update({
             'mode': self.mode, 'fault': fault or '',
             'command_rate_hz': self.command_rate.rate_hz(),
             'latency_obs_to_command_ms_p50': lat['p50'],
             'latency_obs_to_command_ms_p99': lat['p99'], 'chunks_used': lat['count'],
             'tick_us_p50': tick['p50'], 'tick_us_p99': tick['p99'],
             'tick_jitter_ms_p50': jitter['p50'], 'tick_jitter_ms_p99': jitter['p99'],
-        }
-        sched = self.core.scheduler.stats
-        values.update({
-            'chunk_delay_ms_mean': sched.delay_mean_s * 1e3,
-            'chunk_delay_ms_worst': sched.delay_worst_s * 1e3,
-            'chunk_dropped_steps': sched.dropped_steps,
-            'splice_position_jump_max_rad': sched.max_splice_position_jump,
-            'splice_velocity_jump_max_rad_s': sched.max_splice_velocity_jump,
-            'playback_speed': self.core.scheduler.speed,
-            'playback_speed_min': sched.min_playback_speed_seen,
-            'playback_speed_max': sched.max_playback_speed_seen,
-            'coverage_gap_s_total': sched.gap_total_s,
-            'playback_lag_ms': self.core.scheduler.lag_s() * 1e3,
-            'playback_resyncs': sched.resyncs,
-            'playback_lag_resynced_ms_max': sched.lag_max_s * 1e3,
             'chunk_intake_dropped': self.intake.dropped,
             'chunk_intake_errors': self.intake.errors,
             'chunk_intake_ms_p50': self.intake_ms.summary(1.0)['p50'],
             'chunk_intake_ms_p99': self.intake_ms.summary(1.0)['p99'],
         })
-        recent = list(sched.recent)
-        if recent:
-            jumps = np.array([[r.splice_position_jump, r.splice_velocity_jump] for r in recent])
-            p50, p99 = np.percentile(jumps, [50, 99], axis=0)
-            values.update({'splice_position_jump_rad_p50': p50[0],
-                           'splice_position_jump_rad_p99': p99[0],
-                           'splice_velocity_jump_rad_s_p50': p50[1],
-                           'splice_velocity_jump_rad_s_p99': p99[1]})
         if self.recorder is not None:
             values['incidents_written'] = len(self.recorder.written)
             values['incidents_deleted_for_space'] = len(self.recorder.deleted)
@@ -481,11 +401,9 @@ class SafetyControllerNode(LifecycleNode):
             if len(self.recorder.errors) > self._incident_errors_seen:
                 self._incident_errors_seen = len(self.recorder.errors)
                 self.get_logger().error(f'incident bag not written: {self.recorder.errors[-1]}')
-        values.update(self._joint_state_values())
         if self.intake.errors > self._intake_errors_seen:     # a bug, not bad input: say so
             self._intake_errors_seen = self.intake.errors
             self.get_logger().error(f'chunk intake failed: {self.intake.error!r}')
-        values.update({f'count_{k}': v for k, v in sorted(counters.items())})
         if fault:
             level, message = DiagnosticStatus.ERROR, f'fault latched: {fault}'
         elif self.mode == ctl.MODE_TRACKING:

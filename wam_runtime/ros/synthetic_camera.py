@@ -14,9 +14,9 @@ from rclpy.qos import qos_profile_sensor_data, QoSProfile
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 
-from wam_runtime.core.model_gen import DEFAULT_JOINTS
 from wam_runtime.ros.common import ConfigError, declare_params, now_s, ParamSpec, run_node
 from wam_runtime.ros.conversions import image_msg, s_to_time
+from wam_runtime.testing import DEFAULT_JOINTS
 
 PARAMS = (
     ParamSpec('camera_name', 'scene', 'Camera name; topic camera/<name>/image_raw.'),

@@ -5,7 +5,7 @@ with a default are set to it, required and optional ones without a default are s
 commented out. The files are generated, so they cannot drift from the code: a test compares
 them with :func:`render`, and
 
-    python -m wam_runtime.tools.config_docs --write
+    wam-runtime config-docs --write     (or: python -m wam_runtime.tools.config_docs --write)
 
 rewrites them after a schema change.
 """

@@ -1,22 +1,26 @@
-"""ROS parameter files checked against the parameters the nodes declare.
+"""ROS parameter files checked against the parameters the nodes declare and build.
 
 rclpy refuses a value whose type differs from the declared one (``10`` for a double,
 ``[1, 2]`` for a double array) and silently ignores a parameter nobody declares (a typo in
 a limit name loses the limit). Both are found here, before anything starts, with the file,
-the section and the parameter named. Section keys are matched against a node's fully
-qualified name the way rcl does: ``policy_node`` means ``/policy_node`` only, ``/**/policy_node``
-matches it in any namespace.
+the section and the parameter named; sections are read and matched to nodes as rcl does
+(``core.param_files``). :func:`build_config` then validates a node's merged values with the
+builder the node itself configures from, so a value passes here exactly when it passes
+there.
 """
 
 from dataclasses import dataclass
 import importlib
 import math
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence
 
-import yaml
-
-from wam_runtime.core.params import ConfigError, Kind, Param
+from wam_runtime.core.contract import ContractError
+from wam_runtime.core.limits import LimitsError
+from wam_runtime.core.param_files import load_param_file, section_node
+from wam_runtime.core.params import ConfigError, Kind, Param, resolve
+from wam_runtime.core.policy_config import build_policy_config
+from wam_runtime.core.safety_config import build_safety
 
 # Node (executable and default node name) -> (module, attribute) holding its schema. Every
 # node module exposes the same object as ``PARAMS``; the core schemas need no rclpy.
@@ -123,18 +127,6 @@ def check_value(p: Param, value: Any) -> Optional[str]:
             f'{want.replace("_", " ")}{hint}')
 
 
-def flatten(params: Mapping[str, Any], prefix: str = '') -> Dict[str, Any]:
-    """Flatten nested parameter namespaces (``a: {b: 1}``) into dotted names (``a.b``)."""
-    out: Dict[str, Any] = {}
-    for key, value in params.items():
-        name = f'{prefix}{key}'
-        if isinstance(value, dict):
-            out.update(flatten(value, name + '.'))
-        else:
-            out[name] = value
-    return out
-
-
 def check_values(node: str, values: Mapping[str, Any]) -> List[str]:
     """Return one message per undeclared parameter and per value of the wrong type."""
     schema = {p.name: p for p in node_schema(node)}
@@ -155,89 +147,11 @@ def check_values(node: str, values: Mapping[str, Any]) -> List[str]:
     return errors
 
 
-def load_param_file(path: str) -> Dict[str, Dict[str, Any]]:
-    """Return ``{section key: parameters}`` of a ROS parameter YAML, keys as written.
-
-    Nested namespace sections (``ns: {node: {ros__parameters: ...}}``) become ``ns/node``.
-    Raises ConfigError naming the file when it is not a ROS parameter file.
-    """
-    try:
-        with open(path, encoding='utf-8') as f:
-            data = yaml.safe_load(f)
-    except OSError as exc:
-        raise ConfigError(f'{path}: cannot read ({exc.strerror})') from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f'{path}: not valid YAML ({" ".join(str(exc).split())})') from None
-    if not isinstance(data, dict) or not data:
-        raise ConfigError(f'{path}: expected a mapping of node names to ros__parameters')
-    sections: Dict[str, Dict[str, Any]] = {}
-
-    def walk(node: Any, keys: List[str]) -> None:
-        if not isinstance(node, dict):
-            raise ConfigError(f'{path}: {"/".join(keys)}: expected ros__parameters below '
-                              'the node name')
-        if 'ros__parameters' in node:
-            params = node['ros__parameters']
-            if not isinstance(params, dict):
-                raise ConfigError(f'{path}: {"/".join(keys)}: ros__parameters must be a '
-                                  'mapping')
-            sections['/'.join(keys)] = flatten(params)
-            return
-        for key, value in node.items():
-            walk(value, keys + [str(key)])
-
-    for key, value in data.items():
-        walk(value, [str(key)])
-    return sections
-
-
-def _match(pattern: Sequence[str], name: Sequence[str]) -> bool:
-    if not pattern:
-        return not name
-    head = pattern[0]
-    if head == '**':
-        return any(_match(pattern[1:], name[i:]) for i in range(len(name) + 1))
-    if not name:
-        return False
-    return (head == '*' or head == name[0]) and _match(pattern[1:], name[1:])
-
-
-def key_matches(key: str, fqn: str) -> bool:
-    """Whether a parameter-file section key applies to the node ``fqn`` (rcl rules)."""
-    key = key if key.startswith('/') else '/' + key
-    return _match([t for t in key.split('/') if t], [t for t in fqn.split('/') if t])
-
-
-def fqn(namespace: str, name: str) -> str:
-    """Fully qualified node name from a namespace ('' or relative or absolute) and a name."""
-    ns = '/'.join(t for t in namespace.split('/') if t)
-    return f'/{ns}/{name}' if ns else f'/{name}'
-
-
-def parameters_for(sections: Mapping[str, Mapping[str, Any]],
-                   node_fqn: str) -> Tuple[Dict[str, Any], List[str]]:
-    """Merge, in file order, the sections that apply to ``node_fqn``; return values and keys."""
-    values: Dict[str, Any] = {}
-    keys = []
-    for key, params in sections.items():
-        if key_matches(key, node_fqn):
-            values.update(params)
-            keys.append(key)
-    return values, keys
-
-
-def section_node(key: str) -> Optional[str]:
-    """Return the node a section key names (its last token), or None for a wildcard."""
-    tokens = [t for t in key.split('/') if t]
-    return tokens[-1] if tokens and '*' not in tokens[-1] else None
-
-
 def check_param_file(path: str, label: Optional[str] = None) -> List[Finding]:
     """Check every section of a parameter file that reaches one of the package's nodes.
 
-    A section for another node (controller_manager, ...) is reported as a warning only if
-    its name is close to one of ours; a ``/**`` section must hold parameters that at least
-    one of our nodes declares.
+    A section for another node (controller_manager, ...) is not checked; a wildcard
+    section (``/**``) must hold parameters that at least one of our nodes declares.
     """
     where = label or path
     try:
@@ -268,185 +182,21 @@ def resolve_path(path: str, base_dir: str) -> str:
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
 
 
-@dataclass(frozen=True)
-class ControllerSpec:
-    """One ros2_control controller: name, type and joints (in the YAML's order)."""
-
-    name: str
-    type: str  # noqa: A003 - the ros2_control parameter name
-    joints: Tuple[str, ...]
-    interfaces: Tuple[str, ...]
-
-    @property
-    def command_topic(self) -> Optional[str]:
-        """The topic the controller takes commands on (None for broadcasters)."""
-        if self.type in FORWARD_TYPES:
-            return f'/{self.name}/commands'
-        if self.type == JTC_TYPE:
-            return f'/{self.name}/joint_trajectory'
-        return None
+# What a node's configuration builder raises for a value it refuses.
+BUILD_ERRORS = (ConfigError, LimitsError, ContractError)
 
 
-FORWARD_TYPES = ('forward_command_controller/ForwardCommandController',
-                 'position_controllers/JointGroupPositionController')
-JTC_TYPE = 'joint_trajectory_controller/JointTrajectoryController'
+def build_config(node: str, values: Mapping[str, Any]) -> Any:
+    """Validate a node's parameter values with the builder the node configures from.
 
-
-def load_controllers(path: str) -> Tuple[Dict[str, ControllerSpec], List[Finding]]:
-    """Read a ros2_control controller YAML: the controllers the manager loads, by name."""
-    findings: List[Finding] = []
-    try:
-        sections = load_param_file(path)
-    except ConfigError as exc:
-        return {}, [Finding('error', path, str(exc))]
-    by_node = {section_node(k): v for k, v in sections.items()}
-    manager = by_node.get('controller_manager')
-    if manager is None:
-        return {}, [Finding('error', path, 'no controller_manager section')]
-    rate = manager.get('update_rate')
-    if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
-        findings.append(Finding('error', f'{path}: controller_manager',
-                                f'update_rate: expected a positive integer (Hz), got {rate!r}'))
-    controllers = {}
-    for key, value in manager.items():
-        if not key.endswith('.type'):
-            continue
-        name = key[:-len('.type')]
-        params = by_node.get(name, {})
-        interfaces = params.get('interface_name') or params.get('command_interfaces') or []
-        controllers[name] = ControllerSpec(
-            name, str(value), tuple(params.get('joints') or ()),
-            tuple([interfaces] if isinstance(interfaces, str) else interfaces))
-    return controllers, findings
-
-
-def check_controllers(path: str, joint_names: Sequence[str]) -> List[Finding]:
-    """Check a controller YAML against the safety controller's ``joint_names``.
-
-    The forward command controller reads a Float64MultiArray in its ``joints`` order, which
-    must be exactly ``joint_names`` (same joints, same order); the trajectory controller
-    maps by name, so the same set is enough. Both must command ``position``.
+    safety_controller: ``core.safety_config.build_safety`` (URDF read, limits and workspace
+    built); policy_node: ``core.policy_config.build_policy_config`` (the model is not
+    loaded: give ``model_path``, check the contract with ``check_against_contract``); the
+    other nodes: their schema's defaults and required parameters. Returns what the builder
+    returns; raises one of :data:`BUILD_ERRORS` naming the parameter.
     """
-    controllers, findings = load_controllers(path)
-    commanding = [c for c in controllers.values() if c.command_topic]
-    if not commanding and not findings:
-        findings.append(Finding('error', path, 'no forward_command or joint_trajectory '
-                                               'controller declared'))
-    for c in commanding:
-        where = f'{path}: {c.name}'
-        if not c.joints:
-            findings.append(Finding('error', where, 'joints: missing'))
-        elif c.type in FORWARD_TYPES and list(c.joints) != list(joint_names):
-            findings.append(Finding('error', where, f'joints: {list(c.joints)} must equal the '
-                                                    f'safety controller joint_names '
-                                                    f'{list(joint_names)} in the same order '
-                                                    '(Float64MultiArray is positional)'))
-        elif set(c.joints) != set(joint_names):
-            findings.append(Finding('error', where, f'joints: {sorted(c.joints)} differ from '
-                                                    f'joint_names {sorted(joint_names)}'))
-        if c.type in FORWARD_TYPES[:1] and c.interfaces != ('position',):
-            findings.append(Finding('error', where, f'interface_name: {list(c.interfaces)}, '
-                                                    "expected 'position'"))
-        if c.type == JTC_TYPE and 'position' not in c.interfaces:
-            findings.append(Finding('error', where, 'command_interfaces: must include '
-                                                    'position'))
-    return findings
-
-
-# --------------------------------------------------------------------------- model timing
-
-@dataclass(frozen=True)
-class InferenceTiming:
-    """Measured inference time of a model on this machine (after warm-up runs)."""
-
-    p50_s: float
-    max_s: float
-    runs: int
-    provider: str
-    threads: int
-
-    def __str__(self) -> str:
-        return (f'inference p50 {self.p50_s * 1e3:.1f} ms, max {self.max_s * 1e3:.1f} ms '
-                f'({self.runs} runs after warm-up, {self.provider}, intra_op_num_threads '
-                f'{self.threads or "default"}; preprocessing not included)')
-
-
-def measure_inference(model_path: str, policy_params: Mapping[str, Any],
-                      runs: int = 5) -> InferenceTiming:
-    """Time ``runs`` inferences on random inputs with the policy node's ONNX Runtime setup.
-
-    Uses ``providers``, the thread counts and ``io_binding`` of ``policy_params`` (the
-    node's defaults where absent) and the runtime's own loader, so the figure is what the
-    node will see on this machine. Raises ModelLoadError or ContractError like the node.
-    """
-    import numpy as np
-    from wam_runtime.core.inference import OnnxPolicy
-    from wam_runtime.core.params import POLICY_PARAMS, resolve
-    from wam_runtime.export import random_inputs
-
-    p = resolve(POLICY_PARAMS, dict(policy_params, model_path=model_path), 'policy_node')
-    policy = OnnxPolicy(model_path, providers=list(p['providers']),
-                        intra_op_num_threads=p['intra_op_num_threads'],
-                        inter_op_num_threads=p['inter_op_num_threads'],
-                        io_binding=p['io_binding'], warmup_runs=2, log=lambda _m: None)
-    contract = policy.contract
-    rng = np.random.default_rng(0)
-    times = []
-    for _ in range(max(1, runs)):
-        feeds = random_inputs(contract, rng)
-        images = {c.name: feeds[c.input] for c in contract.cameras}
-        state = rng.normal(0.0, 0.1, len(contract.state.joint_names))
-        times.append(policy.run(images, state).inference_s)
-    return InferenceTiming(float(np.median(times)), float(np.max(times)), len(times),
-                           policy.providers[0], p['intra_op_num_threads'])
-
-
-def timing_findings(timing: InferenceTiming, horizon: int, dt_s: float,
-                    policy_params: Mapping[str, Any],
-                    safety_params: Mapping[str, Any]) -> List[Finding]:
-    """Return warnings where the measured inference time cannot meet the timing budget.
-
-    A chunk reaches the safety controller at least one inference after its observation's
-    stamp: it must be younger than ``max_chunk_age_s``, and its coverage (``horizon *
-    dt_s``) must outlast the wait for the next chunk, one inference period (the longer of
-    ``1 / inference_rate_hz`` and the inference itself) plus that chunk's inference; past
-    the coverage the arm stops, and ``command_timeout_s`` later it is a command_timeout.
-    The median decides "cannot", the maximum "sometimes".
-    """
-    from wam_runtime.core.params import POLICY_PARAMS, resolve, SAFETY_PARAMS
-    pp = resolve(POLICY_PARAMS, dict(policy_params, model_path='-'), 'policy_node')
-    sp = {p.name: p.default for p in SAFETY_PARAMS}
-    sp.update({k: v for k, v in safety_params.items() if v is not None})
-    coverage = horizon * dt_s
-    period = 1.0 / pp['inference_rate_hz']
-    findings = []
-    figures = (f'p50 {timing.p50_s * 1e3:.1f} ms / max {timing.max_s * 1e3:.1f} ms on '
-               f'{timing.provider}')
-    where = 'model timing'
-
-    def add(message: str) -> None:
-        findings.append(Finding('warning', where, message))
-
-    age = sp['max_chunk_age_s']
-    for t, what in ((timing.p50_s, 'every chunk'), (timing.max_s, 'some chunks')):
-        if t >= age:
-            add(f'inference {figures} is longer than safety_controller.max_chunk_age_s '
-                f'{age:g} s: {what} would arrive stale and be rejected (chunk_stale)')
-            break
-    for t, what in ((timing.p50_s, 'every chunk'), (timing.max_s, 'some chunks')):
-        if t >= coverage:
-            add(f'inference {figures} is longer than the chunk coverage {coverage:g} s '
-                f'(horizon {horizon} x dt_s {dt_s:g}): {what} would be over before it '
-                'arrives')
-            break
-    for label, t in (('p50', timing.p50_s), ('max', timing.max_s)):
-        gap = max(period, t) + t - coverage
-        if gap > 0:
-            stop = ('a command_timeout stop every chunk' if gap > sp['command_timeout_s']
-                    else 'a stop between chunks (chunk_exhausted)')
-            add(f'inference {figures} at inference_rate_hz {pp["inference_rate_hz"]:g}: the '
-                f'next chunk arrives {max(period, t) + t:.3g} s after an observation '
-                f'(with the {label} time), the chunk covers {coverage:g} s: a gap of '
-                f'{gap:.3g} s, {stop} (command_timeout_s {sp["command_timeout_s"]:g} s)')
-            break
-    return findings
+    if node == 'safety_controller':
+        return build_safety(values)
+    if node == 'policy_node':
+        return build_policy_config(values)
+    return resolve(node_schema(node), values, node)

@@ -26,8 +26,8 @@ _U16, _U32, _U64 = struct.Struct('<H'), struct.Struct('<I'), struct.Struct('<Q')
 _RECORD_HEAD = struct.Struct('<BQ')
 _FOOTER = struct.Struct('<BQQQI')             # op, length (20), summary start, offset, crc
 _FOOTER_SIZE = _FOOTER.size + len(MAGIC)
-_MESSAGE_HEAD = struct.Struct('<HIQQ')        # channel, sequence, log time, publish time
-_CHUNK_HEAD = struct.Struct('<QQQI')          # start, end, uncompressed size, crc
+MESSAGE_HEAD = struct.Struct('<HIQQ')         # channel, sequence, log time, publish time
+CHUNK_HEAD = struct.Struct('<QQQI')           # start, end, uncompressed size, crc
 _INDEX_ENTRY = struct.Struct('<QQ')
 
 
@@ -203,12 +203,6 @@ class McapIndex:
         return ChunkIndex(start, end, offset, length, offsets, index_length, compression,
                           compressed, uncompressed)
 
-    def expected_counts(self) -> Dict[int, int]:
-        """Return messages per channel the file says it holds (statistics, else indexes)."""
-        if self.statistics is not None:
-            return dict(self.statistics)
-        return {}
-
     def _message_index(self, f: BinaryIO, chunk: ChunkIndex) -> Dict[int, List[Tuple[int, int]]]:
         """Return {channel: [(log time, offset in the chunk records)]}; raise McapError."""
         out: Dict[int, List[Tuple[int, int]]] = {}
@@ -261,14 +255,14 @@ class McapIndex:
     def _chunk_records(self, f: BinaryIO, chunk: ChunkIndex, where: str) -> bytes:
         f.seek(chunk.offset)
         data = f.read(chunk.length)
-        if len(data) < 9 + _CHUNK_HEAD.size:
+        if len(data) < 9 + CHUNK_HEAD.size:
             raise McapError(f'{where}: cut off')
         op, length = _RECORD_HEAD.unpack_from(data, 0)
         if op != OP_CHUNK or 9 + length != chunk.length:
             raise McapError(f'{where}: the chunk record header is damaged (the index says '
                             f'{chunk.length} bytes)')
-        _, _, size, crc = _CHUNK_HEAD.unpack_from(data, 9)
-        compression, p = _string(data, 9 + _CHUNK_HEAD.size, f'{where}: compression')
+        _, _, size, crc = CHUNK_HEAD.unpack_from(data, 9)
+        compression, p = _string(data, 9 + CHUNK_HEAD.size, f'{where}: compression')
         (clen,) = _u(_U64, data, p, f'{where}: records length')
         if p + 8 + clen != len(data):
             raise McapError(f'{where}: the records length field is damaged')
@@ -294,15 +288,15 @@ class McapIndex:
     def _message_at(raw: bytes, off: int, cid: int,
                     log_time: int) -> Optional[Tuple[int, int, int, bytes]]:
         """Return the message record at ``off`` if it is the one the index describes."""
-        if off < 0 or off + 9 + _MESSAGE_HEAD.size > len(raw):
+        if off < 0 or off + 9 + MESSAGE_HEAD.size > len(raw):
             return None
         op, length = _RECORD_HEAD.unpack_from(raw, off)
-        if op != OP_MESSAGE or length < _MESSAGE_HEAD.size or off + 9 + length > len(raw):
+        if op != OP_MESSAGE or length < MESSAGE_HEAD.size or off + 9 + length > len(raw):
             return None
-        got_cid, _, t, _ = _MESSAGE_HEAD.unpack_from(raw, off + 9)
+        got_cid, _, t, _ = MESSAGE_HEAD.unpack_from(raw, off + 9)
         if got_cid != cid or t != log_time:
             return None
-        return t, off, cid, raw[off + 9 + _MESSAGE_HEAD.size:off + 9 + length]
+        return t, off, cid, raw[off + 9 + MESSAGE_HEAD.size:off + 9 + length]
 
     def _scan(self, raw: bytes, where: str, result: ChunkRead) -> List:
         """Read a chunk without its message index, record by record, up to any damage."""
@@ -310,10 +304,10 @@ class McapIndex:
         try:
             for op, pos, length, start in _records(raw, 0, len(raw), where):
                 if op == OP_MESSAGE:
-                    if length < _MESSAGE_HEAD.size:
+                    if length < MESSAGE_HEAD.size:
                         raise McapError(f'{where}: a message record is too short')
-                    cid, _, t, _ = _MESSAGE_HEAD.unpack_from(raw, pos)
-                    out.append((t, start, cid, raw[pos + _MESSAGE_HEAD.size:pos + length]))
+                    cid, _, t, _ = MESSAGE_HEAD.unpack_from(raw, pos)
+                    out.append((t, start, cid, raw[pos + MESSAGE_HEAD.size:pos + length]))
         except McapError as exc:
             result.problem = f'{result.problem}; {exc}' if result.problem else str(exc)
         return out
@@ -323,34 +317,81 @@ def add_crcs(path: str) -> None:
     """Fill in the chunk, data-section and summary CRCs of a closed MCAP file, in place.
 
     Only CRC fields that are 0 (not computed) are written; the file keeps its size and every
-    offset, so its indexes stay valid.
+    offset, so its indexes stay valid. The file is read one record at a time (a chunk is
+    about 1 MB), so a large bag never has to fit in memory; nothing is written unless the
+    whole file could be read.
     """
+    patches: List[Tuple[int, bytes]] = []          # (file offset, CRC field bytes)
     with open(path, 'r+b') as f:
-        data = bytearray(f.read())
-        if not data.startswith(MAGIC) or not data.endswith(MAGIC):
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(0)
+        head = f.read(len(MAGIC))
+        f.seek(max(size - len(MAGIC), 0))
+        if head != MAGIC or f.read(len(MAGIC)) != MAGIC or size < 2 * len(MAGIC):
             raise McapError('not a closed MCAP file')
-        pos = len(MAGIC)
+        data_crc = zlib.crc32(MAGIC)
         data_end = None
-        for op, body, length, start in _records(data, pos, len(data) - len(MAGIC), 'file'):
-            if op == OP_CHUNK:
-                _, _, size, crc = _CHUNK_HEAD.unpack_from(data, body)
-                if crc == 0:
-                    compression, p = _string(data, body + _CHUNK_HEAD.size, 'compression')
-                    (clen,) = _U64.unpack_from(data, p)
-                    raw = decompress(bytes(data[p + 8:p + 8 + clen]), compression, size)
-                    _U32.pack_into(data, body + 24, zlib.crc32(raw))
-            elif op == OP_DATA_END:
-                data_end = start
-                if length >= 4 and _U32.unpack_from(data, body)[0] == 0:
-                    _U32.pack_into(data, body, zlib.crc32(bytes(data[:start])))
+        for op, pos, length, start in _file_records(f, len(MAGIC), size - len(MAGIC)):
+            if data_end is None:
+                f.seek(start)
+                record = bytearray(f.read(9 + length))
+                if op == OP_CHUNK:
+                    _chunk_crc(record, patches, start)
+                elif op == OP_DATA_END:
+                    data_end = start
+                    if length >= 4 and _U32.unpack_from(record, 9)[0] == 0:
+                        patches.append((pos, _U32.pack(data_crc)))
+                    continue
+                data_crc = zlib.crc32(record, data_crc)
             elif op == OP_FOOTER:
-                summary_start, _, crc = struct.unpack_from('<QQI', data, body)
+                f.seek(pos)
+                summary_start, _, crc = _u(struct.Struct('<QQI'), f.read(length), 0, 'footer')
                 if summary_start and crc == 0:
-                    crc_at = body + 16
-                    _U32.pack_into(data, crc_at,
-                                   zlib.crc32(bytes(data[summary_start:crc_at])))
+                    crc_at = pos + 16
+                    patches.append((crc_at, _U32.pack(_file_crc(f, summary_start, crc_at))))
                 break
         if data_end is None:
             raise McapError('no data end record')
-        f.seek(0)
-        f.write(data)
+        for offset, value in patches:
+            f.seek(offset)
+            f.write(value)
+
+
+def _file_records(f: BinaryIO, pos: int, end: int):
+    """Yield (op, body offset, body length, record offset) of the records in f[pos:end]."""
+    while pos < end:
+        if pos + 9 > end:
+            raise McapError(f'file: a record header at byte {pos} is cut off')
+        f.seek(pos)
+        op, length = _RECORD_HEAD.unpack(f.read(9))
+        if length > end - pos - 9:
+            raise McapError(f'file: the record at byte {pos} claims {length} bytes, more '
+                            f'than the {end - pos - 9} left')
+        yield op, pos + 9, length, pos
+        pos += 9 + length
+
+
+def _chunk_crc(record: bytearray, patches: List[Tuple[int, bytes]], start: int) -> None:
+    """Set the CRC of a chunk record (header included) whose CRC field is 0."""
+    _, _, size, crc = _u(CHUNK_HEAD, record, 9, 'chunk')
+    if crc == 0:
+        compression, p = _string(record, 9 + CHUNK_HEAD.size, 'compression')
+        (clen,) = _u(_U64, record, p, 'chunk records length')
+        crc = _U32.pack(zlib.crc32(decompress(bytes(record[p + 8:p + 8 + clen]),
+                                              compression, size)))
+        record[9 + 24:9 + 28] = crc
+        patches.append((start + 9 + 24, crc))
+
+
+def _file_crc(f: BinaryIO, start: int, end: int, block: int = 1 << 20) -> int:
+    """Return the CRC-32 of the bytes f[start:end], read in blocks."""
+    crc = 0
+    f.seek(start)
+    while start < end:
+        data = f.read(min(block, end - start))
+        if not data:
+            raise McapError('the file is shorter than its footer says')
+        crc = zlib.crc32(data, crc)
+        start += len(data)
+    return crc

@@ -2,7 +2,7 @@
 
 Used by the tests and the benchmark to make real bags (MuJoCo frames, joint states, policy
 chunks, gated commands, safety events, outcomes) in either storage format, and usable by
-hand: ``python -m wam_runtime.replay.simdata --out DIR --seeds 10000 10001``.
+hand: ``python -m wam_runtime.demo.simdata --out DIR --seeds 10000 10001``.
 """
 
 import argparse

@@ -24,9 +24,8 @@ import onnx
 from onnx import helper, numpy_helper, TensorProto
 
 from wam_runtime.core.contract import (
-    COLOUR_ENCODINGS, DEPTH_ENCODINGS, METADATA_KEY, parse_contract)
-
-DEFAULT_JOINTS = tuple(f'joint_{i}' for i in range(1, 7))
+    COLOUR_ENCODINGS, DEPTH_ENCODINGS, parse_contract, write_contract)
+from wam_runtime.testing import DEFAULT_JOINTS
 
 
 def make_contract_dict(joint_names: Sequence[str] = DEFAULT_JOINTS,
@@ -219,8 +218,7 @@ def build_model(joint_names: Sequence[str] = DEFAULT_JOINTS,
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)],
                               producer_name='wam_runtime.model_gen')
     model.ir_version = 8
-    meta = contract if contract is not None else own_contract
-    helper.set_model_props(model, {METADATA_KEY: json.dumps(meta)})
+    write_contract(model, contract if contract is not None else own_contract)
     onnx.checker.check_model(model)
     return model
 
