@@ -87,12 +87,14 @@ def test_mcap_replay_reproduces_the_recorded_run(reference_replay):
     assert s['safety']['commands_outside_limits'] == 0
     read = s['messages']['read']
     assert read['/camera/scene/image_raw'] > 50 and read['/joint_states'] >= 250
-    # The same model on the same frames gives the chunks the robot got, bit for bit.
+    # Every recorded inference rerun on exactly its recorded inputs: every chunk the robot
+    # got, bit for bit.
+    assert s['inputs']['schedule_inputs'] == 'inference_inputs', s['inputs']
     chunks = s['divergence']['chunks_vs_recorded']
-    assert chunks['matched'] >= 0.8 * chunks['recorded'], chunks
-    assert chunks['max_abs_rad'] <= 1e-6, chunks
+    assert chunks['matched'] == chunks['recorded'] == s['policy']['chunks'], chunks
+    assert chunks['max_abs_rad'] == 0.0, chunks
     gated = s['divergence']['gated_commands']
-    assert gated['n'] >= 100 and gated['rms_all_rad'] < 0.02, gated
+    assert gated['n'] >= 100 and gated['rms_all_rad'] < 0.01, gated
     for name in ('joints.png', 'interventions.png'):
         assert os.path.getsize(out / name) > 5_000
     # The output bag holds the recorded inputs and the replay outputs on their topics.
@@ -113,7 +115,8 @@ def test_sqlite3_replay(sim_bags, tmp_path):
     assert code == 0, s
     assert s['inputs']['storage'] == 'sqlite3'
     assert s['policy']['inferences'] >= 10 and s['safety']['commands'] >= 100
-    assert s['divergence']['chunks_vs_recorded']['max_abs_rad'] <= 1e-6
+    chunks = s['divergence']['chunks_vs_recorded']
+    assert chunks['matched'] == chunks['recorded'] and chunks['max_abs_rad'] == 0.0, chunks
 
 
 @pytest.mark.ros
