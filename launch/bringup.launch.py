@@ -15,7 +15,7 @@ Remote inference: ``launch_policy:=false`` on the robot (safety controller only)
 ``launch_safety:=false`` on the GPU host (policy only), same ROS_DOMAIN_ID.
 
 SROS2: each node runs in its own enclave (``policy_enclave``, ``safety_enclave``; see
-config/security/policy.xml and the README), effective only with ROS_SECURITY_ENABLE=true.
+config/security/policy.xml and doc/security.md), effective only with ROS_SECURITY_ENABLE=true.
 
 Uses only launch API present in Jazzy and Kilted (``wam-runtime check-launch`` checks it).
 """

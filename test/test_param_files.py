@@ -1,15 +1,17 @@
 """Parameter files read the way rcl reads them: key forms, wildcards, order, refusals.
 
-The last test runs the same files through rclpy itself, so the rules here are the ones a
+The rclpy tests run the same files through rclpy itself, so the rules here are the ones a
 node started with ``--params-file`` applies (on the installed ROS distribution).
 """
+
+import math
 
 import pytest
 import yaml
 
 from wam_runtime.core.param_files import (
-    doc_sections, fqn, key_matches, load_param_file, merge_sections, node_parameters,
-    parameters_for, section_node, stray_sections)
+    doc_sections, file_parameters, fqn, key_matches, load_param_file, merge_sections,
+    node_parameters, parameters_for, parse_value, scalar_value, section_node, stray_sections)
 from wam_runtime.core.params import ConfigError
 
 # key -> (fully qualified names it applies to, names it does not)
@@ -142,3 +144,66 @@ def test_rclpy_gives_a_node_what_the_reader_says(tmp_path):
         finally:
             rclpy.shutdown(context=context)
         assert got == parameters_for(merged, fqn(namespace, 'n'))[0], namespace
+
+
+# Plain YAML scalars as rcl types them (rcl_yaml_param_parser get_value), not as YAML 1.1.
+SCALARS = {
+    'true': True, 'Yes': True, 'on': True, 'y': True, 'N': False, 'off': False,
+    '10': 10, '-3': -3, '+5': 5, '0x1f': 31, '010': 8, '08': 8.0, '9223372036854775808':
+    9223372036854775808.0, '1.5': 1.5, '1.': 1.0, '.5': 0.5, '1e3': 1000.0, '-1E-3': -0.001,
+    '0x1p3': 8.0, '.inf': math.inf, '-.Inf': -math.inf, 'inf': math.inf,
+    'null': 'null', '~': '~', 'Null': 'Null', '1_000': '1_000', '1e400': '1e400',
+    'yes please': 'yes please', '0b101': '0b101', 'abc': 'abc',
+}
+
+
+@pytest.mark.parametrize('text', sorted(SCALARS))
+def test_plain_scalars_are_typed_as_rcl_types_them(text):
+    value = scalar_value(text)
+    assert type(value) is type(SCALARS[text]) and value == SCALARS[text]
+    assert math.isnan(scalar_value('.nan')) and math.isnan(scalar_value('nan'))
+
+
+def test_quoted_tagged_empty_and_mixed_values(tmp_path):
+    assert parse_value("'10'") == '10' and parse_value('"true"') == 'true'
+    assert parse_value('!!str 10') == '10' and parse_value('!!float 10') == 10
+    assert parse_value('[1.0, .inf, 1e3]') == [1.0, math.inf, 1000.0]
+    assert parse_value('{on: 1}') == {'on': 1}          # keys are names
+    path = tmp_path / 'p.yaml'
+    path.write_text('/**/n:\n  ros__parameters:\n    a:\n')
+    with pytest.raises(ConfigError, match='line 3: no value'):
+        load_param_file(str(path))
+    path.write_text('/**/n:\n  ros__parameters:\n    a: [1.0, 2]\n')
+    with pytest.raises(ConfigError, match=r'/\*\*/n: a: .* must all have one type'):
+        load_param_file(str(path))
+    path.write_text('/**/n:\n  ros__parameters:\n    a: null\n    b: []\n'
+                    '/**/m:\n  ros__parameters:\n    use_sim_time: true\n    c: 1e3\n')
+    assert file_parameters(str(path), ('n', 'm')) == {'n': {'a': 'null', 'b': []},
+                                                      'm': {'c': 1000.0}}
+
+
+@pytest.mark.ros
+def test_rclpy_types_values_as_the_reader_does(tmp_path):
+    rclpy = pytest.importorskip('rclpy')
+    from rclpy.node import Node
+    texts = sorted(SCALARS) + ['.nan', "'10'", '"yes"', '!!str 10', '!!float 10',
+                               '[1.0, .inf]', '[y, n]', '[010, 0x10]', '[null, ~]']
+    lines = [f'    p{i}: {t}' for i, t in enumerate(texts)]
+    path = tmp_path / 'p.yaml'
+    path.write_text('/**:\n  ros__parameters:\n' + '\n'.join(lines) + '\n')
+    context = rclpy.Context()
+    rclpy.init(args=['--ros-args', '--params-file', str(path)], context=context)
+    try:
+        node = Node('n', context=context, automatically_declare_parameters_from_overrides=True)
+        got = {name: p.value for name, p in node._parameters.items()}
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+    want = load_param_file(str(path))['/**']
+    for i, text in enumerate(texts):
+        ours, theirs = want[f'p{i}'], got[f'p{i}']
+        if isinstance(theirs, float) and math.isnan(theirs):
+            assert math.isnan(ours), text
+            continue
+        theirs = list(theirs) if not isinstance(theirs, (str, bool, int, float)) else theirs
+        assert (type(ours), ours) == (type(theirs), theirs), text

@@ -128,44 +128,15 @@ def U(values, param='', label='', **kw):   # noqa: N802 - short table rows
     return Case(SAFETY, values, param, urdf=True, label=label, **kw)
 
 
-# Known disagreements (xfail reasons), one sentence each.
-CHECK_NO_CONTRACT = ('check-config does not run check_against_contract: compressed_cameras '
-                     'is not compared with the cameras of the model')
-CHECK_NO_SHA = ('check-config does not check model_sha256 (neither inspect_model nor the '
-                'timing load passes it)')
-TYPE_IN_REPLAY = ('replay: load_config does not check types; rclpy refuses a value of the '
-                  'wrong type')
-PROVIDERS_NOT_APPLIED = ('replay: providers is not applied (NOT_APPLIED), so a provider '
-                         'name the node refuses is accepted')
-EMPTY_ARRAY = ('rcl reads an empty YAML array as "not set" (the default), while the replay '
-               "and check-config pass [] to the builders (check-config's type check itself "
-               'says [] reads as not set)')
-SLOW_ONLY = ('build_safety passes surprise_stop_threshold 0 (off) to SurpriseGovernor as '
-             'inf, which it refuses as not finite: a slow-down threshold alone never '
-             'configures')
-EE_FRAME = ("an unknown ee_frame is refused as \"workspace_frames: 'nope' is not a frame\" "
-            '(Kinematics gets ee_frame appended to the frames)')
-TOPIC_POLICY_NODE = ('no builder validates topic names: policy_node fails in '
-                     "create_subscription with rclpy's InvalidTopicNameException, which "
-                     'does not name the parameter (and is no STARTUP_ERROR: a traceback)')
-UNCONFIGURED = ('safety_controller raises in on_configure after the builder (creating the '
-                "subscription or timer); rclpy's lifecycle swallows it, so with autostart "
-                'the node stays unconfigured with no startup error')
-TOPIC_REPLAY = ('no builder validates topic names: the replay looks the topic up in the '
-                'bag (exit 3, InputError), not the node message')
-TOPIC_CHECK = 'no builder validates topic names: check-config accepts an invalid one'
-DIAGNOSTICS_SAFETY = ('build_safety does not check diagnostics_period_s > 0 (build_policy_config '
-                      'does for the policy): the replay and check-config accept it')
-
 SURPRISE_ON = {'surprise_slow_threshold': 1.0, 'surprise_stop_threshold': 2.0}
 
 # Bad values: every check of build_policy_config, check_against_contract, OnnxPolicy's
 # parameter checks and build_safety (with limits, URDF, held joints, workspace, surprise).
 BAD = [
     P({'model_path': '/nonexistent/model.onnx'}),
-    P({'model_sha256': 'abc123'}, xfail={'check': CHECK_NO_SHA}),
-    P({'model_sha256': '0' * 64}, label='mismatch', xfail={'check': CHECK_NO_SHA}),
-    P({'providers': ['NotAProvider']}, xfail={'replay': PROVIDERS_NOT_APPLIED}),
+    P({'model_sha256': 'abc123'}),
+    P({'model_sha256': '0' * 64}, label='mismatch'),
+    P({'providers': ['NotAProvider']}),
     P({'cuda_device_id': -1}),
     P({'intra_op_num_threads': -1}),
     P({'inter_op_num_threads': -1}),
@@ -179,12 +150,19 @@ BAD = [
     P({'inference_trigger': 'bogus'}),
     P({'preprocess_on': 'bogus'}),
     P({'surprise_metric': 'bogus'}),
-    P({'compressed_cameras': ['nope']}, xfail={'check': CHECK_NO_CONTRACT}),
+    P({'compressed_cameras': ['nope']}),
     P({'joint_names': JOINTS[:5]}),
-    P({'extra_joint_state_topics': ['bad topic']},
-      xfail={'node': TOPIC_POLICY_NODE, 'replay': TOPIC_REPLAY, 'check': TOPIC_CHECK}),
-    P({'inference_rate_hz': 10}, label='type', xfail={'replay': TYPE_IN_REPLAY}),
-    P({'preprocess_threads': 1.5}, label='type', xfail={'replay': TYPE_IN_REPLAY}),
+    P({'extra_joint_state_topics': ['bad topic']}),
+    P({'extra_joint_state_topics': ['gripper//joint_states']}, label='double_slash'),
+    P({'extra_joint_state_topics': ['gripper/joint_states/']}, label='trailing_slash'),
+    P({'extra_joint_state_topics': ['gripper/2/joint_states']}, label='digit_token'),
+    P({'extra_joint_state_topics': ['~joint_states']}, label='tilde'),
+    P({'extra_joint_state_topics': ['{robot}/joint_states']}, label='substitution'),
+    P({'inference_rate_hz': float('inf')}, label='inf'),
+    P({'compressed_cameras': [1]}, label='type'),
+    P({'io_binding': 1}, label='type'),
+    P({'inference_rate_hz': 10}, label='type'),
+    P({'preprocess_threads': 1.5}, label='type'),
 
     S({'control_rate_hz': 0.0}),
     S({'command_timeout_s': 0.0}),
@@ -225,7 +203,7 @@ BAD = [
     S({'crossfade_s': -0.1}),
     S({'urdf_path': '/nonexistent/robot.urdf'}),
     S({'joint_names': ['joint_1'] * 6}, label='duplicates'),
-    S({'joint_names': []}, label='empty', xfail={'replay': EMPTY_ARRAY}),
+    S({'joint_names': []}, label='empty'),
     S({'lower_limits_rad': REMOVE}, label='missing'),
     S({'lower_limits_rad': [-2.0] * 5}, label='length'),
     S({'upper_limits_rad': REMOVE}, label='missing'),
@@ -252,12 +230,17 @@ BAD = [
     S({**SURPRISE_ON, 'surprise_min_scale': 1.5}, 'surprise_min_scale'),
     S({**SURPRISE_ON, 'surprise_recovery_s': -1.0}, 'surprise_recovery_s'),
     S({**SURPRISE_ON, 'surprise_timeout_s': -1.0}, 'surprise_timeout_s'),
-    S({'extra_joint_state_topics': ['bad topic']},
-      xfail={'node': UNCONFIGURED, 'replay': TOPIC_REPLAY, 'check': TOPIC_CHECK}),
-    S({'diagnostics_period_s': -1.0}, xfail={'node': UNCONFIGURED, 'replay': DIAGNOSTICS_SAFETY,
-                                             'check': DIAGNOSTICS_SAFETY}),
-    S({'max_chunk_points': 100.0}, label='type', xfail={'replay': TYPE_IN_REPLAY}),
-    S({'control_rate_hz': 100}, label='type', xfail={'replay': TYPE_IN_REPLAY}),
+    S({'extra_joint_state_topics': ['bad topic']}),
+    S({'diagnostics_period_s': -1.0}),
+    S({'max_chunk_points': 100.0}, label='type'),
+    S({'control_rate_hz': 100}, label='type'),
+    S({'control_rate_hz': float('inf')}, label='inf'),
+    S({'position_margin_rad': float('nan')}, label='nan'),
+    S({'lower_limits_rad': [-2] * 6}, label='type'),
+    S({'joint_names': 'joint_1'}, label='type'),
+    S({'autostart': 'true'}, label='type'),
+    S({'surprise_slow_threshold': -1.0}, label='stop_off'),
+    S({'extra_joint_state_topics': ['/gripper//joint_states']}, label='double_slash'),
 
     U({'joint_names': ['joint_1', 'joint_2', 'joint_3', 'joint_4', 'joint_5', 'nope']},
       label='not_in_urdf'),
@@ -297,8 +280,7 @@ BAD = [
       'keep_out_spheres_m', label='radius'),
     U({'workspace_frames': ['tool_tip'], 'keep_out_spheres_m': [0.0, 0.0, 0.0]},
       'keep_out_spheres_m', label='length'),
-    U({'ee_frame': 'nope', 'max_ee_speed_m_s': 1.0}, 'ee_frame',
-      xfail={'node': EE_FRAME, 'check': EE_FRAME}),
+    U({'ee_frame': 'nope', 'max_ee_speed_m_s': 1.0}, 'ee_frame'),
 ]
 
 # Good non-default values, one or more per parameter.
@@ -306,8 +288,7 @@ GOOD = [
     P({'model_path': MODEL_COPY}),
     P({'model_sha256': SHA}),
     P({'providers': ['CUDAExecutionProvider', 'CPUExecutionProvider']}),
-    P({'providers': []}, label='empty_is_unset',
-      xfail={'replay': EMPTY_ARRAY, 'check': EMPTY_ARRAY}),
+    P({'providers': []}, label='empty_is_unset'),
     P({'cuda_device_id': 1}),
     P({'tensorrt_fp16': True}),
     P({'tensorrt_engine_cache_path': TMP}),
@@ -328,6 +309,8 @@ GOOD = [
     P({'joint_names': JOINTS[::-1]}, label='reordered'),
     P({'joint_names': REMOVE}, label='unset'),
     P({'extra_joint_state_topics': ['gripper/joint_states']}),
+    P({'extra_joint_state_topics': ['/gripper/joint_states']}, label='absolute'),
+    P({'compressed_cameras': []}, label='empty_is_unset'),
     P({'inference_trigger': 'remaining'}),
     P({'inference_trigger': 'remaining', 'trigger_remaining_s': 0.2}, 'trigger_remaining_s'),
     P({'diagnostics_period_s': 0.5}),
@@ -370,8 +353,7 @@ GOOD = [
     S({'surprise_slow_threshold': 1.0, 'surprise_stop_threshold': 2.0},
       'surprise_slow_threshold'),
     S({'surprise_stop_threshold': 2.0}),
-    S({'surprise_slow_threshold': 1.0}, label='stop_off',
-      xfail={'node': SLOW_ONLY, 'replay': SLOW_ONLY, 'check': SLOW_ONLY}),
+    S({'surprise_slow_threshold': 1.0}, label='stop_off'),
     S({**SURPRISE_ON, 'surprise_min_scale': 0.5}, 'surprise_min_scale'),
     S({**SURPRISE_ON, 'surprise_recovery_s': 1.0}, 'surprise_recovery_s'),
     S({**SURPRISE_ON, 'surprise_timeout_s': 5.0}, 'surprise_timeout_s'),

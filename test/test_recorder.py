@@ -75,7 +75,7 @@ def test_recorded_topics_are_the_interfaces_table():
 
 
 def test_split_service_estops_and_max_duration(ros_context, proc_env, tmp_path):
-    from sensor_msgs.msg import JointState
+    from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import Bool
     from std_srvs.srv import Trigger
     from rclpy.qos import qos_profile_sensor_data
@@ -87,11 +87,14 @@ def test_split_service_estops_and_max_duration(ros_context, proc_env, tmp_path):
     try:
         node = ros_context(rclpy.create_node('recorder_test', context=ros_context.context))
         js = node.create_publisher(JointState, 'joint_states', qos_profile_sensor_data)
+        cam = node.create_publisher(Image, 'camera/scene/image_raw', qos_profile_sensor_data)
         estop = node.create_publisher(Bool, 'safety/estop', 10)
         split = node.create_client(Trigger, 'recorder/split')
         assert split.wait_for_service(timeout_sec=20.0), rec.output()
         assert wait_for(lambda: js.get_subscription_count() > 0 and
                         estop.get_subscription_count() > 0, 10.0)
+
+        sent = []
 
         def publish(seconds):
             end = time.monotonic() + seconds
@@ -99,6 +102,11 @@ def test_split_service_estops_and_max_duration(ros_context, proc_env, tmp_path):
                 msg = JointState(name=['joint_1'], position=[0.0])
                 msg.header.stamp = node.get_clock().now().to_msg()
                 js.publish(msg)
+                frame = Image(height=1, width=1, encoding='rgb8', step=3,
+                              data=bytes([len(sent) % 256] * 3))
+                frame.header.stamp = msg.header.stamp
+                cam.publish(frame)
+                sent.append(frame)
                 time.sleep(0.02)
 
         publish(0.5)
@@ -116,10 +124,16 @@ def test_split_service_estops_and_max_duration(ros_context, proc_env, tmp_path):
     assert eps[0]['messages']['/safety/estop'] == 2
     assert all(e['messages'].get('/joint_states', 0) > 5 for e in eps)
     assert eps[1]['duration_s'] <= 1.5
+    frames = []
     for e in eps:
         with open_bag(str(out / e['path'])) as bag:
             assert not bag.warnings
             assert bag.topics['/joint_states'].count == e['messages']['/joint_states']
+            frames.append([(r.t_ns, r.data) for r in bag.messages(['/camera/scene/image_raw'])])
+    # Each new episode starts with the latest frame of the one before, at its own log time
+    # (the first inference of an episode may have used it: replay reruns it on it).
+    for before, after in zip(frames, frames[1:]):
+        assert after[0] == before[-1] and after[0][0] < after[1][0]
 
 
 def test_recorded_episode_has_crcs_and_chunks_carry_exact_observation_stamps(sim_bags):

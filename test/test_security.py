@@ -30,7 +30,7 @@ COMMAND_TOPICS = ('/forward_position_controller/commands',
                   '/joint_trajectory_controller/joint_trajectory', '/commands',
                   '/joint_trajectory')
 GATE_SERVICES = ('/safety/enable', '/safety/reset', '/safety_controller/change_state')
-# Which enclave each package node runs in (README, Security section).
+# Which enclave each package node runs in (doc/security.md).
 ENCLAVE_OF = {'policy_node': POLICY_E, 'safety_controller': SAFETY_E,
               'recorder_node': '/wam_runtime/recorder', 'sim_node': '/wam_runtime/sim',
               'synthetic_camera': '/wam_runtime/sim', 'operator': OPERATOR_E}

@@ -90,11 +90,39 @@ def test_governor_fails_closed_on_timeout_and_before_the_first_value():
     ({'slow_threshold': 0.1, 'stop_threshold': 0.2, 'min_scale': 1.5}, 'min_scale'),
     ({'slow_threshold': 0.1, 'stop_threshold': 0.2, 'recovery_s': -1}, 'recovery_s'),
     ({'slow_threshold': 0.1, 'stop_threshold': 0.2, 'timeout_s': 0}, 'timeout_s'),
+    ({'slow_threshold': 0.0, 'stop_threshold': None}, 'slow_threshold'),
+    ({'slow_threshold': math.inf, 'stop_threshold': None}, 'slow_threshold'),
 ])
 def test_governor_refuses_bad_settings_naming_them(kwargs, field):
     with pytest.raises(ValueError) as info:
         SurpriseGovernor(**kwargs)
     assert str(info.value).startswith(field + ':')
+
+
+def test_governor_without_a_stop_threshold_slows_down_and_never_stops():
+    gov = SurpriseGovernor(slow_threshold=0.1, stop_threshold=None, min_scale=0.4,
+                           recovery_s=0.0)
+    assert gov.raw_scale(0.05) == SpeedDecision(1.0, NOMINAL)
+    for s in (0.1, 0.3, 7.0, 1e12):
+        assert gov.raw_scale(s) == SpeedDecision(0.4, SLOW), s
+    assert gov.raw_scale(math.nan).reason == INVALID           # still fails closed
+    t = 0.0
+    for s in np.linspace(0.0, 1e6, 200):
+        t += 0.01
+        decision = gov.update(float(s), t)
+        assert decision.reason != STOP and decision.scale >= 0.4
+    assert gov.scale(t).reason == SLOW
+    assert gov.update(0.0, t + 0.01).reason == NOMINAL          # recovers (recovery_s 0)
+
+
+def test_build_safety_configures_a_slow_down_threshold_alone():
+    from wam_runtime.core.safety_config import build_safety
+    setup = build_safety({'joint_names': ['a'], 'lower_limits_rad': [-1.0],
+                          'upper_limits_rad': [1.0], 'max_velocity_rad_s': [1.0],
+                          'surprise_slow_threshold': 0.5, 'surprise_min_scale': 0.3})
+    gov = setup.governor
+    assert gov is not None and gov.stop_threshold is None
+    assert gov.update(100.0, 1.0) == SpeedDecision(0.3, SLOW)
 
 
 # --------------------------------------------------------------------------- end to end

@@ -303,7 +303,7 @@ def load_samples(path: str) -> List[Dict[str, np.ndarray]]:
     return [{k: v[i] for k, v in arrays.items()} for i in range(n)]
 
 
-def build_parser(prog: str = 'python -m wam_runtime.export') -> argparse.ArgumentParser:
+def build_parser(prog: str = 'wam-runtime export') -> argparse.ArgumentParser:
     """Return the argument parser of the export command."""
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split('\n')[0])
     add_arguments(ap)

@@ -4,8 +4,9 @@ Pure functions shared by the safety controller (``SafetyController.prepare_chunk
 node's intake thread and the offline replay: shape, joints, finite values, increasing times,
 size and age (``make_chunk``), then the robot's own limits (``check_chunk``: continuous joints
 unwrapped to start nearest the arm, the distance from the measured state, position limits
-with margins, the workspace). Every rejection is a ``ChunkError`` whose ``reason`` is the
-code counted on /diagnostics.
+with margins, the workspace); ``validate_chunk`` runs both with the controller's
+configuration. Every rejection is a ``ChunkError`` whose ``reason`` is the code counted on
+/diagnostics.
 """
 
 from dataclasses import dataclass
@@ -153,3 +154,20 @@ def check_chunk(chunk: Chunk, cfg: Any, joint_names: Sequence[str],
             return Chunk(chunk.stamp_s, chunk.times_s[:bad[0]], positions_[:bad[0]],
                          chunk.stamp_ns)
     return Chunk(chunk.stamp_s, chunk.times_s, positions_, chunk.stamp_ns)
+
+
+def validate_chunk(joint_names: Sequence[str], stamp_s: float,
+                   time_from_start_s: Sequence[float], positions: Sequence[Sequence[float]],
+                   now_s: float, cfg: Any, controller_joints: Sequence[str],
+                   state: Optional[np.ndarray], reference: Optional[np.ndarray],
+                   stamp_ns: Optional[int] = None) -> Chunk:
+    """Validate a received chunk completely; return it (maybe clamped) or raise ChunkError.
+
+    ``make_chunk`` with the age and size limits of ``cfg`` (the controller's
+    ``ControllerConfig``), then ``check_chunk`` against the measured ``state`` and the
+    ``reference`` where the command stream is.
+    """
+    chunk = make_chunk(joint_names, stamp_s, time_from_start_s, positions, controller_joints,
+                       now_s, cfg.max_chunk_age_s, stamp_ns=stamp_ns,
+                       max_points=cfg.max_chunk_points, max_duration_s=cfg.max_chunk_duration_s)
+    return check_chunk(chunk, cfg, controller_joints, state, reference)

@@ -16,24 +16,27 @@ action chunk), ``on_estop`` and ``tick`` (once per control period). It fails clo
   within a window latch a fault: it stops and holds until the cause is gone and ``reset``
   is called.
 
-Every command leaves through ``gate_step``.
+Every command leaves through ``gate_step``. The e-stop, escalation and standstill rules are
+in ``core.controller_monitors``, the chunk checks in ``core.chunks``.
 """
 
-from collections import deque
 from dataclasses import replace
-from typing import Deque, Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from wam_runtime.core.chunks import (  # noqa: F401 (the chunk reasons: public here too)
     check_age, check_chunk, check_points, Chunk, CHUNK_BACKLOG, CHUNK_DISABLED, CHUNK_EMPTY,
     CHUNK_FUTURE, CHUNK_JOINTS, CHUNK_LIMITS, CHUNK_NON_FINITE, CHUNK_SHAPE, CHUNK_STALE,
-    CHUNK_START_FAR, CHUNK_TIME, CHUNK_TOO_LARGE, CHUNK_WORKSPACE, ChunkError, make_chunk)
+    CHUNK_START_FAR, CHUNK_TIME, CHUNK_TOO_LARGE, CHUNK_WORKSPACE, ChunkError, make_chunk,
+    validate_chunk)
 from wam_runtime.core.controller_config import (  # noqa: F401 (public here too)
     CHUNK_EXHAUSTED, CLOCK_JUMP_BACK, COMMAND_TIMEOUT, ControllerConfig, DISABLING, ESCALATION,
     ESTOP, ESTOP_HEARTBEAT, EXECUTION_LATE, FOLLOWING_ERROR, LATCHING, MODE_DISABLED,
     MODE_FAULT, MODE_HOLDING, MODE_STOPPING, MODE_TRACKING, MODE_WAITING, STANDSTILL,
     STATE_TIMEOUT, SURPRISE_STOP, TickResult)
+from wam_runtime.core.controller_monitors import EscalationWindow, EstopMonitor, marker, \
+    StandstillMonitor
 from wam_runtime.core.following import FollowingFault, FollowingMonitor
 from wam_runtime.core.gate import gate_step, GateState, Intervention, unwrap_near
 from wam_runtime.core.scheduler import ChunkReport, ChunkScheduler
@@ -67,11 +70,10 @@ class SafetyController:
         self._last_tick: Optional[float] = None
         self._new_chunk = False
         self._stop_reason: Optional[str] = None
-        self._hold_since: Optional[float] = None
+        self._standstill = StandstillMonitor()
         self._fault: Optional[str] = None
-        self._estop_pressed = False
-        self._estop_time: Optional[float] = None
-        self._recent: Deque[float] = deque()
+        self._estop = EstopMonitor()
+        self._escalation = EscalationWindow()
         self._disable_requested = False
         self._surprise_stop = False
         self.counters: Dict[str, int] = {}
@@ -120,7 +122,7 @@ class SafetyController:
                 self.scheduler.clear()
                 self._stop_reason = None
                 self._new_chunk = False
-                self._recent.clear()
+                self._escalation.clear()
             self._disable_requested = False
             self.enabled = True
         elif self.enabled:
@@ -159,8 +161,7 @@ class SafetyController:
 
     def on_estop(self, pressed: bool, now_s: float) -> None:
         """Record an e-stop message; pressing latches a fault."""
-        self._estop_pressed = bool(pressed)
-        self._estop_time = now_s
+        self._estop.on_message(pressed, now_s)
         if pressed:
             self._latch(ESTOP)
 
@@ -168,12 +169,11 @@ class SafetyController:
         """Clear a latched fault if its cause is gone; return (done, message)."""
         if self._fault is None:
             return True, 'no fault latched'
-        if self._estop_pressed:
-            return False, 'e-stop is still pressed'
-        if self._fault == ESTOP_HEARTBEAT and self._estop_time is None:
-            return False, 'no e-stop heartbeat received yet'
+        refusal = self._estop.reset_refusal(self._fault == ESTOP_HEARTBEAT)
+        if refusal is not None:
+            return False, refusal
         old, self._fault = self._fault, None
-        self._recent.clear()
+        self._escalation.clear()
         self._chunk = None   # never resume a chunk from before the fault
         self.scheduler.clear()
         return True, f'cleared {old}'
@@ -235,30 +235,21 @@ class SafetyController:
         """
         if not self.enabled or self._disable_requested:
             raise ChunkError(CHUNK_DISABLED, 'the gate is disabled')
-        cfg = self.config
-        chunk = make_chunk(joint_names, stamp_s, time_from_start_s, positions,
-                           self.joint_names, now_s, cfg.max_chunk_age_s, stamp_ns=stamp_ns,
-                           max_points=cfg.max_chunk_points,
-                           max_duration_s=cfg.max_chunk_duration_s)
-        gate = self._gate
-        return check_chunk(chunk, cfg, self.joint_names, self._state,
-                           gate.position if gate is not None else self._state)
+        state, gate = self._state, self._gate
+        return validate_chunk(joint_names, stamp_s, time_from_start_s, positions, now_s,
+                              self.config, self.joint_names, state,
+                              gate.position if gate is not None else state, stamp_ns)
 
     def _note_intervention(self, now_s: float) -> None:
         cfg = self.config
-        if cfg.escalation_max_interventions <= 0:
-            return
-        self._recent.append(now_s)
-        while self._recent and self._recent[0] < now_s - cfg.escalation_window_s:
-            self._recent.popleft()
-        if len(self._recent) > cfg.escalation_max_interventions:
+        if self._escalation.note(now_s, cfg.escalation_max_interventions,
+                                 cfg.escalation_window_s):
             self._latch(ESCALATION)
 
     # ------------------------------------------------------------------ control tick
     def _watchdogs(self, now_s: float) -> Optional[str]:
         cfg = self.config
-        if cfg.estop_timeout_s > 0 and (self._estop_time is None
-                                        or now_s - self._estop_time > cfg.estop_timeout_s):
+        if self._estop.heartbeat_lost(now_s, cfg.estop_timeout_s):
             self._latch(ESTOP_HEARTBEAT)
         if self._fault is not None:
             return self._fault
@@ -323,21 +314,19 @@ class SafetyController:
         if surprise is not None:
             result.interventions.append(surprise)
         if jumped:
-            result.interventions.append(Intervention(CLOCK_JUMP_BACK, '', float('nan'),
-                                                     float('nan')))
+            result.interventions.append(marker(CLOCK_JUMP_BACK))
         if stop is not None:
             if stop and stop != self._stop_reason and stop != DISABLING:
                 if stop not in LATCHING:
                     self.count(stop)
-                result.interventions.append(Intervention(stop, '', float('nan'),
-                                                         float('nan')))
+                result.interventions.append(marker(stop))
             self._stop_reason = stop
             requested = self._gate.position       # brake towards where we are
             scaling = 'per_joint'
             self._new_chunk = False
         else:
             self._stop_reason = None
-            self._hold_since = None
+            self._standstill.clear()
             requested = target
             scaling = cfg.scaling
         gated = gate_step(requested, self._gate, cfg.limits, dt, cfg.control_period_s,
@@ -363,7 +352,7 @@ class SafetyController:
         moving = np.any(np.abs(self._gate.velocity) > 1e-9)
         if moving:
             result.mode = MODE_STOPPING
-            self._hold_since = None
+            self._standstill.clear()
         else:
             result.mode = MODE_HOLDING
             self._monitor_standstill(now_s, result)
@@ -384,24 +373,16 @@ class SafetyController:
             return None
         self._surprise_reason = decision.reason
         self.count(decision.reason)
-        return Intervention(decision.reason, '', float('nan'), decision.scale)
+        return marker(decision.reason, decision.scale)
 
     def _monitor_standstill(self, now_s: float, result: TickResult) -> None:
         cfg = self.config
-        if self._hold_since is None:
-            self._hold_since = now_s
-            return
-        if now_s - self._hold_since < cfg.standstill_settle_s or \
-                now_s - self._state_time > cfg.state_timeout_s:
-            return
-        drift = np.abs(self._state - self._gate.position)
-        tolerance = np.broadcast_to(cfg.standstill_tolerance_rad, drift.shape)
-        j = int(np.argmax(drift - tolerance))
-        if drift[j] > tolerance[j] and self._fault is None:
+        drift = self._standstill.drifting(
+            now_s, self._state, self._state_time, self._gate.position, self.joint_names,
+            cfg.standstill_tolerance_rad, cfg.standstill_settle_s, cfg.state_timeout_s)
+        if drift is not None and self._fault is None:
             self._latch(STANDSTILL)
-            result.interventions.append(Intervention(
-                STANDSTILL, self.joint_names[j], float(self._state[j]),
-                float(self._gate.position[j])))
+            result.interventions.append(drift)
 
     def _check_following(self, now_s: float, result: TickResult) -> None:
         """Feed the command just issued and the newest state; latch a sustained error."""

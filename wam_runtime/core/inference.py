@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 import hashlib
 import logging
 import os
-import re
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -21,6 +20,7 @@ import onnxruntime as ort
 from wam_runtime.core.contract import (
     apply_overrides, ContractError, METADATA_KEY, ModelContract, parse_contract,
     validate_against_io)
+from wam_runtime.core.policy_config import provider_names_problem, SHA256_PIN as _SHA256
 from wam_runtime.core.stats import RollingStats
 
 CPU = 'CPUExecutionProvider'
@@ -28,7 +28,6 @@ CUDA = 'CUDAExecutionProvider'
 TENSORRT = 'TensorrtExecutionProvider'
 # Providers whose inputs live in CUDA memory (IO binding copies into a persistent buffer).
 CUDA_PROVIDERS = (CUDA, TENSORRT)
-_SHA256 = re.compile(r'^(sha256:)?([0-9a-fA-F]{64})$')
 _NUMPY_TYPES = {'tensor(float)': np.float32, 'tensor(float16)': np.float16,
                 'tensor(uint8)': np.uint8}
 
@@ -131,7 +130,7 @@ def read_contract(session: ort.InferenceSession) -> ModelContract:
     meta = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in meta:
         raise ContractError('contract', f'the model has no {METADATA_KEY!r} metadata entry '
-                                        '(export it with the contract; see README)')
+                                        '(export it with the contract; see doc/model_contract.md)')
     return parse_contract(meta[METADATA_KEY])
 
 
@@ -209,10 +208,9 @@ class OnnxPolicy:
         if not os.path.isfile(model_path):
             raise ModelLoadError(f'model_path: no such file {model_path!r}')
         providers = list(providers)
-        unknown = [p for p in providers if not p.endswith('ExecutionProvider')]
-        if unknown:
-            raise ModelLoadError(f'providers: {unknown} are not ONNX Runtime provider names '
-                                 f'(for example {CPU})')
+        problem = provider_names_problem(providers)     # build_policy_config's own check
+        if problem:
+            raise ModelLoadError(problem)
         if not providers:
             raise ModelLoadError(f'providers: empty list (for example [{CPU}])')
         for key, value in (('intra_op_num_threads', intra_op_num_threads),

@@ -23,12 +23,14 @@ class Kinematics:
     """Forward kinematics of named frames from a URDF, in the controller's joint order."""
 
     def __init__(self, urdf_text: str, joint_names: Sequence[str], frames: Sequence[str],
-                 held: Optional[Mapping[str, float]] = None) -> None:
+                 held: Optional[Mapping[str, float]] = None,
+                 frame_params: Optional[Sequence[str]] = None) -> None:
         """Build the Pinocchio model; raise LimitsError for unknown joints or frames.
 
         ``held``: positions of uncommanded joints (joint units), checked strictly like
         ``set_held(held, strict=True)``. Listing a mimic joint in ``joint_names`` is an
-        error naming it.
+        error naming it. ``frame_params``: per frame, the parameter an unknown frame's
+        error names (default: ``workspace_frames`` for every frame).
         """
         joints = parse_urdf_joints(urdf_text)
         try:
@@ -89,9 +91,10 @@ class Kinematics:
         mimics = set(mim)
         self.mimic_names = tuple(n for n, i in slot.items() if i in mimics)
         self._frames = []
-        for f in frames:
+        params = list(frame_params or ()) + ['workspace_frames'] * len(frames)
+        for f, param in zip(frames, params):
             if not self.model.existFrame(f):
-                raise LimitsError(f'workspace_frames: {f!r} is not a frame of the URDF')
+                raise LimitsError(f'{param}: {f!r} is not a frame of the URDF')
             self._frames.append(self.model.getFrameId(f))
         self.frame_names = tuple(frames)
         self._q = pin.neutral(self.model)

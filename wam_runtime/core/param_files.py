@@ -14,17 +14,129 @@ rcl_yaml_param_parser and rclpy apply (checked against rclpy on Jazzy and Kilted
   earlier one, whatever their wildcards. Over several files, a key seen before keeps its
   first place and takes the later values (rcl merges the files into one key table).
 - Nested parameter namespaces (``a: {b: 1}``) are the dotted names (``a.b``).
+- A value is typed by rcl's own rules, not YAML 1.1's (:func:`scalar_value`): ``null`` and
+  ``~`` are strings, ``1e3`` is a double, ``y``/``n`` are bools, ``1_000`` is a string, ``010``
+  is octal; quoted or ``!!str`` scalars are strings; an empty value makes rcl refuse the file,
+  and so does an array whose elements differ in type. ``[]`` reads as not set.
 """
 
+import math
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+import sys
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from wam_runtime.core.params import ConfigError
+from wam_runtime.core.params import ConfigError, value_type
 
 PARAMS_KEY = 'ros__parameters'
 _TOKEN = re.compile(r'[A-Za-z0-9_]+|\*\*?')
+
+# rcl_yaml_param_parser's scalar rules: these words are bools, then strtoll (base 0, int64),
+# then YAML's .inf/.nan spellings, then strtod (decimal, hex, inf, nan; no range error).
+_TRUE = frozenset('Y y yes Yes YES true True TRUE on On ON'.split())
+_FALSE = frozenset('N n no No NO false False FALSE off Off OFF'.split())
+_SPECIAL = {'.nan': math.nan, '.NaN': math.nan, '.NAN': math.nan,
+            **{sign + word: -math.inf if sign == '-' else math.inf
+               for sign in ('', '+', '-') for word in ('.inf', '.Inf', '.INF')}}
+_INT = re.compile(r'([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)\Z')
+_DECIMAL = re.compile(r'[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z')
+_HEX = re.compile(r'[+-]?0[xX]([0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)([pP][+-]?[0-9]+)?\Z')
+_WORD = re.compile(r'[+-]?(inf|infinity|nan(\([0-9A-Za-z_]*\))?)\Z', re.IGNORECASE)
+_PLAIN = 'tag:wam_runtime,2025:rcl-plain'
+
+
+def scalar_value(text: str) -> Any:
+    """Return the value rcl gives a plain (unquoted, untagged) YAML scalar.
+
+    bool for rcl's words (``true``, ``yes``, ``on``, ``y`` and their ``false`` kin), int
+    for what ``strtoll(text, 0)`` reads whole within int64 (``0x1f``, ``010`` octal), float
+    for ``.inf``/``.nan`` and what ``strtod`` reads whole without a range error (``1e3``,
+    ``.5``, ``inf``), else the text itself (``null``, ``~``, ``1_000``, ``1e400``).
+    """
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    match = _INT.match(text)
+    if match:
+        sign, digits = match.groups()
+        if digits[:2] in ('0x', '0X'):
+            number = int(digits[2:], 16)
+        else:
+            number = int(digits, 8 if digits.startswith('0') else 10)
+        number = -number if sign == '-' else number
+        if -2 ** 63 <= number < 2 ** 63:
+            return number
+    if text in _SPECIAL:
+        return _SPECIAL[text]
+    word = _WORD.match(text)
+    if word:
+        value = math.nan if word.group(1).lower().startswith('nan') else math.inf
+        return -value if text.startswith('-') else value
+    decimal, hexadecimal = _DECIMAL.match(text), _HEX.match(text)
+    if decimal:
+        value, mantissa = float(text), decimal.group(1)
+    elif hexadecimal:
+        value, mantissa = float.fromhex(text), hexadecimal.group(1)
+    else:
+        return text
+    overflow = math.isinf(value)
+    underflow = abs(value) < sys.float_info.min and mantissa.strip('0.xX') != ''
+    return text if overflow or underflow else value
+
+
+class _RclLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with rcl's scalars: plain ones by :func:`scalar_value`.
+
+    Mapping keys are names (always strings); a quoted or ``!!str`` scalar is a string; other
+    standard tags are ignored as rcl ignores them (only the quoting counts).
+    """
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        """Tag every plain scalar for :meth:`construct_rcl_scalar`."""
+        if kind is yaml.ScalarNode and implicit[0]:
+            return _PLAIN
+        return super().resolve(kind, value, implicit)
+
+    def construct_rcl_scalar(self, node: yaml.ScalarNode) -> Any:
+        """Return rcl's value of a scalar; an empty plain one makes rcl refuse the file."""
+        if node.style in ("'", '"'):
+            return node.value
+        if node.value == '':
+            raise yaml.constructor.ConstructorError(
+                None, None, 'no value (rcl refuses an empty value; [] is an array not set)',
+                node.start_mark)
+        return scalar_value(node.value)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[str, Any]:
+        """Return a mapping whose keys are the names as written."""
+        self.flatten_mapping(node)
+        out: Dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(
+                    None, None, 'a key must be a name', key_node.start_mark)
+            out[key_node.value] = self.construct_object(value_node, deep=deep)
+        return out
+
+
+for _tag in (_PLAIN, 'tag:yaml.org,2002:null', 'tag:yaml.org,2002:bool',
+             'tag:yaml.org,2002:int', 'tag:yaml.org,2002:float',
+             'tag:yaml.org,2002:timestamp'):
+    _RclLoader.add_constructor(_tag, _RclLoader.construct_rcl_scalar)
+
+
+def parse_yaml(text: Any) -> Any:
+    """Load YAML text (or a file object) as rcl reads a parameter file or ``-p`` value."""
+    return yaml.load(text, Loader=_RclLoader)   # a SafeLoader: no arbitrary objects
+
+
+def parse_value(text: str) -> Any:
+    """Return the value rcl gives ``text`` in ``-p name:=text`` (YAML, rcl's scalars)."""
+    try:
+        return parse_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f'{text!r}: not a valid value ({" ".join(str(exc).split())})') \
+            from None
 
 
 def flatten(params: Mapping[str, Any], prefix: str = '') -> Dict[str, Any]:
@@ -76,6 +188,11 @@ def doc_sections(doc: Any, source: str = 'parameter file') -> Dict[str, Dict[str
             else:
                 key_tokens(where)
                 sections[where] = flatten(value)
+                for name, item in sections[where].items():
+                    if value_type(item) == 'mixed':
+                        raise ConfigError(f'{source}: {where}: {name}: {item!r}: the elements '
+                                          'of an array must all have one type, of bool, '
+                                          'integer, double or string (rcl refuses the file)')
 
     walk(doc, [])
     return sections
@@ -88,9 +205,12 @@ def load_param_file(path: str) -> Dict[str, Dict[str, Any]]:
     """
     try:
         with open(path, encoding='utf-8') as f:
-            doc = yaml.safe_load(f)
+            doc = parse_yaml(f)
     except OSError as exc:
         raise ConfigError(f'{path}: cannot read ({exc.strerror})') from None
+    except yaml.constructor.ConstructorError as exc:
+        line = f'line {exc.problem_mark.line + 1}: ' if exc.problem_mark else ''
+        raise ConfigError(f'{path}: {line}{exc.problem}') from None
     except yaml.YAMLError as exc:
         raise ConfigError(f'{path}: not valid YAML ({" ".join(str(exc).split())})') from None
     return doc_sections(doc, path)
@@ -166,14 +286,37 @@ def stray_message(keys: List[str], node_fqn: str) -> str:
             f'(a key without a namespace means /{name} only; write /**/{name})')
 
 
-def node_parameters(doc: Mapping[str, Any], node: str, namespace: str = '') -> Dict[str, Any]:
-    """Return the parameters a loaded parameter YAML gives ``node`` in ``namespace``.
+def section_parameters(sections: Mapping[str, Mapping[str, Any]], node: str,
+                       namespace: str = '') -> Dict[str, Any]:
+    """Return the parameters the sections give ``node`` in ``namespace``.
 
     Raises ConfigError when sections for ``node`` exist but none applies in ``namespace``.
     """
-    sections = doc_sections(doc)
     node_fqn = fqn(namespace, node)
     stray = stray_sections(sections, node_fqn)
     if stray:
         raise ConfigError(stray_message(stray, node_fqn))
     return parameters_for(sections, node_fqn)[0]
+
+
+def node_parameters(doc: Mapping[str, Any], node: str, namespace: str = '') -> Dict[str, Any]:
+    """Return the parameters a loaded parameter YAML gives ``node`` in ``namespace``.
+
+    Raises ConfigError when sections for ``node`` exist but none applies in ``namespace``.
+    """
+    return section_parameters(doc_sections(doc), node, namespace)
+
+
+def file_parameters(path: str, nodes: Sequence[str],
+                    namespace: str = '') -> Dict[str, Dict[str, Any]]:
+    """Read a parameter file once; return each node's parameters (``use_sim_time`` left out).
+
+    Raises ConfigError naming the file (:func:`load_param_file`) or the stray sections.
+    """
+    sections = load_param_file(path)
+    out = {}
+    for node in nodes:
+        values = section_parameters(sections, node, namespace)
+        values.pop('use_sim_time', None)
+        out[node] = values
+    return out

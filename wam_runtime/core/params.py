@@ -1,11 +1,17 @@
 """Parameter schemas: one place for every node parameter's name, default and meaning.
 
 The rclpy nodes declare these with descriptors; offline tools (replay, check-config) read
-the same YAML through ``resolve`` and get the same defaults and the same errors.
+the same YAML through ``resolve`` and get the same defaults and the same errors: ``resolve``
+checks types the way rclpy does (:func:`type_error`, rclpy's own message) and reads an empty
+array as not set, as rcl does, so a value is refused or defaulted the same everywhere.
 """
 
+import array
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Sequence
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
 
 from wam_runtime.core.surprise import METRICS
 
@@ -52,23 +58,124 @@ class Param:
         return isinstance(self.default, Kind) and not self.optional
 
 
+# ROS parameter types by the names rcl_interfaces gives them, lower case ('double_array').
+SCALAR_TYPES = ('bool', 'integer', 'double', 'string')
+TYPES = SCALAR_TYPES + tuple(t + '_array' for t in SCALAR_TYPES)
+
+
+def param_type(default: Any) -> str:
+    """Return the ROS parameter type a schema default declares ('double', 'string_array')."""
+    kind = str(default) if isinstance(default, Kind) else value_type(default)
+    if kind not in TYPES:
+        raise TypeError(f'no ROS parameter type for the default {default!r}')
+    return kind
+
+
+def _as_list(value: Any) -> Optional[List[Any]]:
+    """Return the elements of an array value (list, tuple, array.array, numpy), else None."""
+    if isinstance(value, (list, tuple, array.array)):
+        return list(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return None
+
+
+def value_type(value: Any) -> Optional[str]:
+    """Return the ROS parameter type rclpy infers for a value ('integer', 'double_array').
+
+    None for a value that is not set: None, or an empty array (rcl reads ``[]`` as not
+    set). 'mixed' for an array whose elements do not share one scalar type (rcl refuses
+    such a file). A value of no ROS type gives the name of its Python type.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return 'bool'
+    if isinstance(value, int):
+        return 'integer'
+    if isinstance(value, float):
+        return 'double'
+    if isinstance(value, str):
+        return 'string'
+    items = _as_list(value)
+    if items is None:
+        return type(value).__name__
+    if not items:
+        return None
+    kinds = {value_type(v) for v in items}
+    if len(kinds) != 1 or not kinds <= set(SCALAR_TYPES):
+        return 'mixed'
+    return kinds.pop() + '_array'
+
+
+def is_set(value: Any) -> bool:
+    """Whether a parameter value counts as given (not None, not an empty array)."""
+    return value_type(value) is not None
+
+
+def type_error(p: Param, value: Any) -> Optional[str]:
+    """Return rclpy's message refusing ``value`` for ``p`` when its type differs, else None.
+
+    rclpy declares every parameter with the type of its default and refuses any other
+    type with ``InvalidParameterTypeException``: an integer is not a double (``10`` for
+    ``10.0``), a double not an integer, a bool neither, and an array must hold elements of
+    the declared type. The message is rclpy's, word for word, so an offline reader refuses
+    a value exactly as the node does. A value that is not set is no error.
+    """
+    got = value_type(value)
+    want = param_type(p.default)
+    if got is None or got == want:
+        return None
+    if got == 'mixed':
+        return (f'{p.name}: {value!r}: the elements of an array must all have one type, '
+                'of bool, integer, double or string (rcl refuses the file)')
+    shown = _as_list(value)
+    return (f"Trying to set parameter '{p.name}' to '{value if shown is None else shown}' of "
+            f"type '{got.upper()}', expecting type '{want.upper()}': {p.name}")
+
+
 def resolve(schema: Sequence[Param], values: Mapping[str, Any],
             node: str = 'node') -> Dict[str, Any]:
-    """Fill defaults; raise ConfigError for a missing required or an undeclared parameter."""
+    """Check types as rclpy does and fill defaults, as the node's declared parameters read.
+
+    Raises ConfigError for an undeclared parameter, a value of the wrong type (rclpy's
+    own message, see :func:`type_error`; checked for every parameter first, as rclpy
+    declares them all before the node reads one) and a missing required parameter. A value
+    that is not set (None, or ``[]``: rcl reads an empty array as not set) takes the
+    default, or is missing when the parameter is required.
+    """
     known = {p.name for p in schema}
     unknown = sorted(set(values) - known - {'use_sim_time'})
     if unknown:
         raise ConfigError(f'{node}: {unknown} are not parameters of this node (known: '
                           f'{sorted(known)})')
+    for p in schema:
+        problem = type_error(p, values.get(p.name))
+        if problem:
+            raise ConfigError(problem)
     out: Dict[str, Any] = {}
     for p in schema:
-        if p.name in values and values[p.name] is not None:
-            out[p.name] = values[p.name]
+        value = values.get(p.name)
+        if is_set(value):
+            out[p.name] = value
         elif p.required:
             raise ConfigError(f'parameter {p.name!r} is required: {p.description}')
         else:
             out[p.name] = None if isinstance(p.default, Kind) else p.default
     return out
+
+
+def check_finite(schema: Sequence[Param], values: Mapping[str, Any]) -> None:
+    """Raise ConfigError for a double parameter (not an array) that is inf or nan.
+
+    rclpy accepts ``.inf`` and ``.nan``; no scalar parameter of these nodes means anything
+    with them (arrays may: ``-.inf`` is the lower limit of an endless joint).
+    """
+    for p in schema:
+        value = values.get(p.name)
+        if param_type(p.default) == 'double' and isinstance(value, float) \
+                and not math.isfinite(value):
+            raise ConfigError(f'{p.name}: must be a finite number, got {value}')
 
 
 POLICY_PARAMS = (
@@ -227,7 +334,7 @@ SAFETY_PARAMS = (
           'While a joint is commanded to move: measured minus the command issued '
           'following_error_delay_s earlier beyond this for following_error_timeout_s '
           'latches a following_error fault (rad; 0 = off; revolute and continuous '
-          'joints). Off by default: measure the robot first (README).'),
+          'joints). Off by default: measure the robot first (doc/safety.md).'),
     Param('max_following_error_m', 0.0, 'The same for prismatic joints (m; 0 = off).'),
     Param('following_error_timeout_s', 0.1, 'How long the following error must stay '
                                             'beyond the tolerance to latch (s).'),

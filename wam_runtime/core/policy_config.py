@@ -8,14 +8,20 @@ adds the checks that need the model's contract. The node, the offline replay and
 """
 
 from dataclasses import dataclass
+import re
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
 from wam_runtime.core.contract import ModelContract
-from wam_runtime.core.params import ConfigError, POLICY_PARAMS, resolve
+from wam_runtime.core.params import check_finite, ConfigError, POLICY_PARAMS, resolve
 from wam_runtime.core.surprise import METRICS
+from wam_runtime.core.topic_names import check_topic_names
 
 TRIGGERS = ('rate', 'remaining')
 PREPROCESS_ON = ('auto', 'arrival', 'inference')
+# A model_sha256 pin: 64 hex digits, optionally prefixed 'sha256:' (core.inference checks the
+# file against it when it loads the model).
+SHA256_PIN = re.compile(r'^(sha256:)?([0-9a-fA-F]{64})$')
+EXAMPLE_PROVIDER = 'CPUExecutionProvider'
 # The rate window an inference uses up: the next starts at the first new frame after
 # this fraction of 1 / inference_rate_hz (frames come at the rate, with jitter).
 RATE_WINDOW = 0.9
@@ -52,9 +58,34 @@ def _choice(p: Mapping[str, Any], key: str, choices: Sequence[str]) -> None:
         raise ConfigError(f'{key}: {p[key]!r} is not one of {list(choices)}')
 
 
+def provider_names_problem(providers: Sequence[str]) -> Optional[str]:
+    """Return why ``providers`` holds a name that is no ONNX Runtime provider, or None.
+
+    Only the form is checked (``...ExecutionProvider``); whether this machine's onnxruntime
+    has the provider is decided when the model loads (an unavailable one is skipped).
+    """
+    unknown = [p for p in providers if not str(p).endswith('ExecutionProvider')]
+    if unknown:
+        return (f'providers: {unknown} are not ONNX Runtime provider names (for example '
+                f'{EXAMPLE_PROVIDER})')
+    return None
+
+
 def build_policy_config(values: Mapping[str, Any]) -> PolicyConfig:
-    """Validate policy_node parameters (defaults filled in); raise ConfigError naming one."""
+    """Validate policy_node parameters (defaults filled in); raise ConfigError naming one.
+
+    Types are checked as rclpy checks them and an empty array reads as not set
+    (``core.params.resolve``); the model file is not read (``model_sha256`` is checked for
+    its form here, against the file when the model loads).
+    """
     p = resolve(POLICY_PARAMS, values, 'policy_node')
+    check_finite(POLICY_PARAMS, p)
+    pin = p['model_sha256']
+    if pin and SHA256_PIN.match(pin.strip()) is None:
+        raise ConfigError(f'model_sha256: expected 64 hex digits, got {pin!r}')
+    problem = provider_names_problem(p['providers'])
+    if problem:
+        raise ConfigError(problem)
     for key in ('inference_rate_hz', 'max_observation_age_s', 'diagnostics_period_s'):
         if not p[key] > 0:
             raise ConfigError(f'{key}: must be > 0, got {p[key]}')
@@ -68,8 +99,7 @@ def build_policy_config(values: Mapping[str, Any]) -> PolicyConfig:
     _choice(p, 'inference_trigger', TRIGGERS)
     _choice(p, 'preprocess_on', PREPROCESS_ON)
     _choice(p, 'surprise_metric', tuple(METRICS))
-    if not p['providers']:
-        raise ConfigError('providers: give at least one ONNX Runtime execution provider')
+    check_topic_names('extra_joint_state_topics', p['extra_joint_state_topics'])
     names = p['joint_names']
     return PolicyConfig(
         params=dict(p), inference_rate_hz=float(p['inference_rate_hz']),

@@ -13,10 +13,11 @@ from wam_runtime.core import controller as ctl
 from wam_runtime.core.gate import SCALING_MODES
 from wam_runtime.core.limits import (
     config_rows, format_limits_table, JointLimits, LIMIT_KEYS, LIMIT_KEYS_M, resolve_margins)
-from wam_runtime.core.params import ConfigError, resolve, SAFETY_PARAMS
+from wam_runtime.core.params import check_finite, ConfigError, resolve, SAFETY_PARAMS
 from wam_runtime.core.scheduler import BLEND_MODES, INTERPOLATIONS, MAX_PLAYBACK_SPEED, \
     SchedulerConfig
 from wam_runtime.core.surprise import SurpriseGovernor
+from wam_runtime.core.topic_names import check_topic_names
 from wam_runtime.core.urdf import held_rows, joint_units, resolve_held, resolve_limits
 from wam_runtime.core.workspace import workspace_from_params, WorkspaceGuard
 
@@ -55,32 +56,34 @@ def _choice(p: Mapping[str, Any], key: str, choices) -> None:
 def build_safety(values: Mapping[str, Any]) -> SafetySetup:
     """Validate safety_controller parameters (defaults filled in) and build the core objects.
 
-    Raises ConfigError, LimitsError or ContractError with a message naming the parameter.
+    Types are checked as rclpy checks them and an empty array reads as not set
+    (``core.params.resolve``). Raises ConfigError, LimitsError or ContractError with a
+    message naming the parameter.
     """
     p = resolve(SAFETY_PARAMS, values, 'safety_controller')
+    check_finite(SAFETY_PARAMS, p)
     _positive(p, 'control_rate_hz', 'command_timeout_s', 'state_timeout_s',
               'max_chunk_age_s', 'max_chunk_points', 'max_chunk_duration_s',
               'incident_window_s', 'incident_min_interval_s',
-              'escalation_window_s')
+              'escalation_window_s', 'diagnostics_period_s')
     for key in ('position_margin_rad', 'position_margin_m', 'max_start_distance_rad',
                 'max_start_distance_m', 'standstill_tolerance_m',
                 'standstill_tolerance_rad', 'estop_timeout_s', 'max_ee_speed_m_s',
                 'max_following_error_rad', 'max_following_error_m',
                 'following_error_timeout_s', 'following_error_delay_s',
-                'escalation_max_interventions', 'incident_max_total_mb'):
-        if p[key] < 0:
+                'escalation_max_interventions', 'incident_max_total_mb',
+                'surprise_slow_threshold', 'surprise_stop_threshold'):
+        if not p[key] >= 0:
             raise ConfigError(f'{key}: must be >= 0, got {p[key]}')
     if not 0.0 <= p['following_error_delay_s'] <= 1.0:
         raise ConfigError(f'following_error_delay_s: must be in [0, 1] s, got '
                           f'{p["following_error_delay_s"]}')
-    if not 0.0 <= p['following_error_timeout_s'] < float('inf'):
-        raise ConfigError(f'following_error_timeout_s: must be finite and >= 0, got '
-                          f'{p["following_error_timeout_s"]}')
     _choice(p, 'scaling', SCALING_MODES)
     _choice(p, 'chunk_limit_policy', ('reject', 'clamp'))
     _choice(p, 'output_mode', OUTPUT_MODES)
     _choice(p, 'blend', BLEND_MODES)
     _choice(p, 'interpolation', INTERPOLATIONS)
+    check_topic_names('extra_joint_state_topics', p['extra_joint_state_topics'])
     if not 0 < p['min_playback_speed'] <= 1:
         raise ConfigError(f'min_playback_speed: must be in (0, 1], got '
                           f'{p["min_playback_speed"]}')
@@ -156,10 +159,10 @@ def build_safety(values: Mapping[str, Any]) -> SafetySetup:
         point_in_workspace=guard.point_ok if guard else None)
     governor = None
     if p['surprise_slow_threshold'] > 0 or p['surprise_stop_threshold'] > 0:
-        try:
+        try:    # a threshold of 0 is off: slowing down without a stop is a configuration
             governor = SurpriseGovernor(
                 p['surprise_slow_threshold'],
-                p['surprise_stop_threshold'] or float('inf'), p['surprise_min_scale'],
+                p['surprise_stop_threshold'] or None, p['surprise_min_scale'],
                 p['surprise_recovery_s'], p['surprise_timeout_s'] or None)
         except ValueError as exc:
             raise ConfigError(f'surprise_{exc}') from None

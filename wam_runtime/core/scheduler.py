@@ -14,6 +14,7 @@ whole (a resync to wall time). Playback returns to full speed before the lag can
 (``sample(run=False)``), and a step due more than ``max_lag_s`` ago is never returned. New
 chunks are blended with the one executing (``latest``, ``temporal_ensemble`` or
 ``crossfade``) from the last command. Sampling is cubic Hermite (C1) by default, or linear.
+The playback speed and the arrival estimates it rests on are in ``core.playback``.
 
 The scheduler only proposes targets; every target still passes the safety gate.
 """
@@ -21,11 +22,11 @@ The scheduler only proposes targets; every target still passes the safety gate.
 from collections import deque
 from dataclasses import dataclass, field
 import math
-import statistics
-from typing import Deque, List, Optional, Sequence, Tuple
+from typing import Deque, List, Optional, Tuple
 
 import numpy as np
 
+from wam_runtime.core.playback import ChunkArrivals, next_playback_speed
 from wam_runtime.core.tracks import evaluate, hermite_tangents, Track, velocity
 
 BLEND_MODES = ('latest', 'temporal_ensemble', 'crossfade')
@@ -33,11 +34,6 @@ ENSEMBLE_FADE_S = 0.1
 INTERPOLATIONS = ('cubic', 'linear')
 # A lag below this (s) is clock noise, not lateness: a chunk arriving then keeps the blend.
 RESYNC_TOLERANCE_S = 1e-3
-# Chunk intervals and delays are estimated over this many recent chunks (median).
-ESTIMATE_WINDOW = 7
-# Coverage kept beyond the next expected chunk, besides delay_margin_s and the measured
-# jitter: this fraction of the typical chunk delay.
-DELAY_RESERVE = 0.25
 # The largest max_playback_speed accepted: a lag no longer needed is worked off at most
 # this much faster than real time.
 MAX_PLAYBACK_SPEED = 2.0
@@ -118,11 +114,7 @@ class ChunkScheduler:
         self._tau: Optional[float] = None
         self._last_now: Optional[float] = None
         self._speed = 1.0
-        self._delays: Deque[float] = deque(maxlen=ESTIMATE_WINDOW)
-        self._intervals: Deque[float] = deque(maxlen=ESTIMATE_WINDOW)
-        self._delay_est = self._interval_est = 0.0     # their medians, updated per chunk
-        self._spread = 0.0          # how irregular recent chunks were (s)
-        self._last_arrival: Optional[float] = None
+        self._arrivals = ChunkArrivals()    # recent delays and intervals (core.playback)
         self.too_late = False       # the last sample found the clock beyond max_lag_s
         self._held = False          # the clock was held (stopped) since the last chunk
         self._count = 0
@@ -172,12 +164,12 @@ class ChunkScheduler:
     @property
     def interval_estimate_s(self) -> float:
         """Typical interval between chunk arrivals (median of the recent ones; 0 before)."""
-        return self._interval_est
+        return self._arrivals.interval_s
 
     @property
     def delay_estimate_s(self) -> float:
         """Typical chunk delay, arrival minus stamp (median of the recent ones; 0 before)."""
-        return self._delay_est
+        return self._arrivals.delay_s
 
     def clear(self) -> None:
         """Forget every chunk (the playback clock re-anchors on the next sample)."""
@@ -214,20 +206,7 @@ class ChunkScheduler:
         self._held = False
         tau = self._tau if self._tau is not None else now_s
         delay = now_s - stamp_s
-        self._delays.append(delay)
-        self._delay_est = _median(self._delays)
-        if self._last_arrival is not None:
-            self._intervals.append(max(0.0, now_s - self._last_arrival))
-            self._interval_est = _median(self._intervals)
-        # How much later than expected the next chunk may come: as late as the slowest of
-        # the recent inferences (the worst delay beyond the typical one), as irregular as
-        # recent arrivals (twice the median absolute deviation of the intervals: one pause
-        # in the stream does not count), and at least a quarter of the typical delay (a
-        # slower inference on a busier machine).
-        self._spread = max(max(self._delays) - self._delay_est,
-                           2.0 * _mad(self._intervals, self._interval_est),
-                           DELAY_RESERVE * self._delay_est)
-        self._last_arrival = now_s
+        self._arrivals.add(delay, now_s)
         keep = times_s > tau
         dropped = int(np.count_nonzero(~keep))
         times, pos = times_s[keep], positions[keep]
@@ -364,53 +343,10 @@ class ChunkScheduler:
 
     def _update_speed(self, dt: float, lag: float) -> None:
         """Slew the playback speed towards what coverage and ``lag`` (before ``dt``) need."""
-        cfg = self.config
-        remaining = self.remaining_s()
-        # Falling behind: the newest chunk would run out before the next one can be expected
-        # (the last arrival + the typical interval between chunks, a median: one pause or
-        # one slow inference is not "falling behind") plus a margin and the spread of
-        # recent delays and intervals (irregular chunks may come late); once that chunk is
-        # overdue, before another interval has passed. Play just slowly enough to get
-        # there, but not below min_playback_speed.
-        target = 1.0
-        if self._tracks and self._last_arrival is not None:
-            due = self._last_arrival + self._interval_est - self._last_now
-            need = (due if due > 0 else self._interval_est) + cfg.delay_margin_s \
-                + self._spread
-            if remaining < need:
-                target = max(cfg.min_playback_speed, remaining / need)
-            elif lag > 0:
-                # More coverage than needed and a lag: work the lag off, as far as the
-                # coverage allows (the lag a slow model needs stays). Playing faster
-                # uses up both; slow enough that the speed, slewing back, reaches 1 just
-                # as the lag or the spare coverage is gone.
-                spare = min(lag, remaining - need)
-                brake = math.sqrt(2.0 * cfg.speed_slew_per_s * spare)
-                target = min(1.0 + brake, cfg.max_playback_speed)
-        # The lag grows while playback is slower than real time: back to full speed in time
-        # to stay delay_margin_s inside max_lag_s (the speed slews at speed_slew_per_s).
-        if target < 1.0 and math.isfinite(cfg.max_lag_s):
-            slack = 1.0 - self._speed
-            settle = slack * slack / (2 * cfg.speed_slew_per_s) if cfg.speed_slew_per_s > 0 \
-                else 0.0
-            if lag + settle + slack * dt >= cfg.max_lag_s - cfg.delay_margin_s:
-                target = 1.0
-        if self.speed_cap < 1.0:       # an outside limit (surprise): no catching up either
-            target = min(target, self.speed_cap)
-        floor = min(cfg.min_playback_speed, self.speed_cap)
-        step = cfg.speed_slew_per_s * dt
-        self._speed = min(self._speed + step, max(self._speed - step, float(target)))
-        self._speed = min(cfg.max_playback_speed, max(floor, self._speed))
+        self._speed = next_playback_speed(
+            self.config, self._speed, dt, lag, self.remaining_s() if self._tracks else None,
+            self._arrivals, self._last_now, self.speed_cap)
         self.stats.min_playback_speed_seen = min(self.stats.min_playback_speed_seen,
                                                  self._speed)
         self.stats.max_playback_speed_seen = max(self.stats.max_playback_speed_seen,
                                                  self._speed)
-
-
-def _median(values: Sequence[float]) -> float:
-    return float(statistics.median(values)) if values else 0.0
-
-
-def _mad(values: Sequence[float], center: float) -> float:
-    """Return the median absolute deviation of ``values`` from ``center`` (0 without any)."""
-    return _median([abs(v - center) for v in values])

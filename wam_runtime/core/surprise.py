@@ -6,7 +6,8 @@ embedding of the current observation and a prediction of the next one. At each i
 error ("surprise") is low while the world behaves as in training and rises when the camera
 shows something the model never saw. ``SurpriseGovernor`` turns a surprise value into a
 speed scale in [0, 1] for the safety controller: full speed below ``slow_threshold``, slower
-between the thresholds, a stop at or above ``stop_threshold``. Pure Python + numpy.
+between the thresholds, a stop at or above ``stop_threshold`` (without one: slower at and
+above ``slow_threshold``, never a stop). Pure Python + numpy.
 """
 
 from collections import deque
@@ -110,21 +111,28 @@ class SurpriseGovernor:
 
     ``raw_scale(s)`` is 1 below ``slow_threshold``, falls linearly from 1 to ``min_scale``
     between ``slow_threshold`` and ``stop_threshold``, and is 0 at or above
-    ``stop_threshold``. The scale drops at once but recovers only after the surprise has
-    stayed low for ``recovery_s``: the output is the smallest raw scale of the values
-    received in the last ``recovery_s`` (and never more than the latest one). It fails
-    closed: a NaN or negative surprise stops; with ``timeout_s`` set, no value yet or none
-    for ``timeout_s`` stops too.
+    ``stop_threshold``. With ``stop_threshold`` None (no stop) it is ``min_scale`` at and
+    above ``slow_threshold``, which must then be > 0. The scale drops at once but recovers
+    only after the surprise has stayed low for ``recovery_s``: the output is the smallest
+    raw scale of the values received in the last ``recovery_s`` (and never more than the
+    latest one). It fails closed: a NaN or negative surprise stops; with ``timeout_s`` set,
+    no value yet or none for ``timeout_s`` stops too.
     """
 
-    def __init__(self, slow_threshold: float, stop_threshold: float, min_scale: float = 0.25,
-                 recovery_s: float = 0.5, timeout_s: Optional[float] = None) -> None:
+    def __init__(self, slow_threshold: float, stop_threshold: Optional[float],
+                 min_scale: float = 0.25, recovery_s: float = 0.5,
+                 timeout_s: Optional[float] = None) -> None:
         """Validate the thresholds; raise ValueError naming the offending argument."""
         for key, value in (('slow_threshold', slow_threshold),
                            ('stop_threshold', stop_threshold)):
+            if value is None and key == 'stop_threshold':
+                continue
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f'{key}: must be a finite number >= 0, got {value!r}')
-        if stop_threshold < slow_threshold:
+        if stop_threshold is None and not slow_threshold > 0:
+            raise ValueError(f'slow_threshold: must be > 0 without a stop_threshold, got '
+                             f'{slow_threshold!r}')
+        if stop_threshold is not None and stop_threshold < slow_threshold:
             raise ValueError(f'stop_threshold: must be >= slow_threshold ({slow_threshold}), '
                              f'got {stop_threshold}')
         if not 0.0 <= min_scale <= 1.0:
@@ -134,7 +142,7 @@ class SurpriseGovernor:
         if timeout_s is not None and not timeout_s > 0:
             raise ValueError(f'timeout_s: must be > 0 or None, got {timeout_s!r}')
         self.slow_threshold = float(slow_threshold)
-        self.stop_threshold = float(stop_threshold)
+        self.stop_threshold = None if stop_threshold is None else float(stop_threshold)
         self.min_scale = float(min_scale)
         self.recovery_s = float(recovery_s)
         self.timeout_s = timeout_s
@@ -146,10 +154,12 @@ class SurpriseGovernor:
         if not (isinstance(surprise, (int, float)) and math.isfinite(surprise)) \
                 or surprise < 0:
             return SpeedDecision(0.0, INVALID)
-        if surprise >= self.stop_threshold:
+        if self.stop_threshold is not None and surprise >= self.stop_threshold:
             return SpeedDecision(0.0, STOP)
         if surprise < self.slow_threshold:
             return SpeedDecision(1.0, NOMINAL)
+        if self.stop_threshold is None:
+            return SpeedDecision(self.min_scale, SLOW)
         frac = (surprise - self.slow_threshold) / (self.stop_threshold - self.slow_threshold)
         return SpeedDecision(1.0 - (1.0 - self.min_scale) * frac, SLOW)
 

@@ -107,11 +107,15 @@ class WorkspaceGuard:
                  config: WorkspaceConfig) -> None:
         """Prepare kinematics for the monitored frames (and the end effector)."""
         frames = list(config.frames)
+        params = ['workspace_frames'] * len(frames)     # what an unknown frame's error names
         if config.ee_frame and config.ee_frame not in frames:
             frames.append(config.ee_frame)
+            params.append('ee_frame')
         self.config = config
-        self.kin = Kinematics(urdf_text, joint_names, frames)          # the control tick
-        self.kin_points = Kinematics(urdf_text, joint_names, frames)   # chunk validation
+        self.kin = Kinematics(urdf_text, joint_names, frames,           # the control tick
+                              frame_params=params)
+        self.kin_points = Kinematics(urdf_text, joint_names, frames,    # chunk validation
+                                     frame_params=params)
         self._ee = frames.index(config.ee_frame) if config.ee_frame else None
         # How far each monitored frame can move per unit of each joint, in any pose.
         self._levers = self.kin.lever_arms()[:len(config.frames)]

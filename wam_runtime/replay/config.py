@@ -1,8 +1,8 @@
 """The replay's configuration: the nodes' parameter file, validated as the nodes validate it.
 
 ``load_config`` reads the ``policy_node`` and ``safety_controller`` sections of a ROS
-parameter file (the one key matcher, ``core.param_files.node_parameters``) with ``--param``
-overrides; ``setup`` validates them with the nodes' own builders
+parameter file (the one reader, ``core.param_files``: rcl's value types and key matching)
+with ``--param`` overrides; ``setup`` validates them with the nodes' own builders
 (``core.policy_config.build_policy_config``, ``core.safety_config.build_safety``), so a
 value the nodes refuse is refused here with the same message.
 """
@@ -10,12 +10,10 @@ value the nodes refuse is refused here with the same message.
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-import yaml
-
 from wam_runtime.core.contract import ContractError
 from wam_runtime.core.inference import CPU, file_sha256, ModelLoadError, OnnxPolicy
 from wam_runtime.core.limits import LimitsError
-from wam_runtime.core.param_files import node_parameters
+from wam_runtime.core.param_files import file_parameters, parse_value
 from wam_runtime.core.params import ConfigError
 from wam_runtime.core.policy_config import build_policy_config, PolicyConfig
 from wam_runtime.core.safety_config import build_safety, SafetySetup
@@ -38,29 +36,24 @@ class UsageError(ValueError):
 def load_config(path: str, overrides: Sequence[str]) -> Tuple[Dict, Dict]:
     """Return (policy_node, safety_controller) parameters from a ROS parameter file.
 
-    ``overrides`` are ``node.name=value`` strings, the value parsed as YAML.
+    The file is read as rcl reads it (``core.param_files``: rcl's scalar types, its key
+    matching); ``overrides`` are ``node.name=value`` strings, the value read as rcl reads
+    ``-p name:=value``. Raises UsageError (``--config: ...``, ``--param ...``).
     """
     try:
-        with open(path, encoding='utf-8') as f:
-            doc = yaml.safe_load(f)
-    except OSError as exc:
-        raise UsageError(f'--config: cannot read {path!r} ({exc.strerror})') from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f'--config: {path!r} is not valid YAML ({exc})') from None
-    if not isinstance(doc, dict):
-        raise UsageError(f'--config: {path!r} is not a ROS parameter file '
-                         '({node: {ros__parameters: ...}})')
-    params = {'policy_node': node_parameters(doc, 'policy_node'),
-              'safety_controller': node_parameters(doc, 'safety_controller')}
+        params = file_parameters(path, ('policy_node', 'safety_controller'))
+    except ConfigError as exc:
+        raise UsageError(f'--config: {exc}') from None
     for item in overrides:
         key, sep, value = item.partition('=')
         node, dot, name = key.partition('.')
         if not sep or not dot or node not in params:
             raise UsageError(f'--param {item!r}: expected policy_node.NAME=VALUE or '
                              'safety_controller.NAME=VALUE')
-        params[node][name] = yaml.safe_load(value)
-    params['policy_node'].pop('use_sim_time', None)
-    params['safety_controller'].pop('use_sim_time', None)
+        try:
+            params[node][name] = parse_value(value)
+        except ConfigError as exc:
+            raise UsageError(f'--param {item!r}: {exc}') from None
     return params['policy_node'], params['safety_controller']
 
 
@@ -120,7 +113,7 @@ def setup(args) -> Tuple[PolicyConfig, SafetySetup, str, Dict[str, Any]]:
         'urdf_sha256': file_sha256(urdf) if urdf and os.path.isfile(urdf) else None,
         'inference_delay_s': args.inference_delay_s,
     }
-    not_applied = {k: config.params[k] for k in NOT_APPLIED if k in policy_values}
+    not_applied = {k: policy_values[k] for k in NOT_APPLIED if k in policy_values}
     if not_applied:
         inputs['not_applied'] = not_applied
     return config, safety, model, inputs

@@ -201,11 +201,12 @@ class PolicyNode(Node):
                 self.get_logger().error(f'inference failed: {exc}', throttle_duration_sec=5.0)
 
     def _publish(self, chunk: PolicyChunk) -> None:
+        # What it was inferred from goes first: a recording that holds the chunk holds it.
+        self.inputs_pub.publish(inputs_msg(chunk.inputs))
         # The header stamp is built from the integer stamp: exactly the oldest part's.
         self.chunk_pub.publish(trajectory_msg(chunk.joint_names, ns_to_time(chunk.stamp_ns),
                                               chunk.dt_s, chunk.actions))
         published = now_ns(self)
-        self.inputs_pub.publish(inputs_msg(chunk.inputs))
         self.runtime.on_published(chunk, published)
         if chunk.received_s is not None:
             self.wakeup.add(chunk.taken_s - chunk.received_s)

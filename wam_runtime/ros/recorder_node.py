@@ -111,6 +111,7 @@ class RecorderNode(Node):
         self._lock = threading.Lock()
         self._running = True
         self._episode: Optional[_Episode] = None
+        self._last_frames: Dict[str, Tuple[int, str, str, bytes]] = {}
         self._next_index = self._first_free_index()
         self.written: List[str] = []
         self.errors: List[str] = []
@@ -120,6 +121,8 @@ class RecorderNode(Node):
         self._roles = {self.resolve_topic_name(p['outcome_topic']): 'outcome',
                        self.resolve_topic_name(EVENTS): 'events',
                        self.resolve_topic_name(ESTOP): 'estop'}
+        self._roles.update({self.resolve_topic_name(e.topic): 'camera' for e in endpoints
+                            if e.msgtype in (IMAGE, COMPRESSED_IMAGE)})
         self._subs = []
         for e in endpoints:
             name = self.resolve_topic_name(e.topic)
@@ -185,7 +188,13 @@ class RecorderNode(Node):
             self._next_index += 1
             path = os.path.join(self.output_dir, f'{self.p["episode_prefix"]}_{index:04d}')
             ep = self._episode = _Episode(index, path, self.p['storage_id'], t_ns)
+            # The latest frame of every camera, at its own log time: the episode's first
+            # inference may have used it, and a replay reruns it on exactly its frames.
+            for last in self._last_frames.values():
+                ep.writer.write(*last)
         ep.writer.write(t_ns, topic, msgtype, data)
+        if self._roles.get(topic) == 'camera':
+            self._last_frames[topic] = (t_ns, topic, msgtype, data)
         ep.end_ns = max(ep.end_ns, t_ns)
         role = self._roles.get(topic)
         if role == 'events':

@@ -10,7 +10,9 @@ DiagnosticStatus per intervention) and ``/diagnostics``. Services: ``safety/enab
 
 Lifecycle: configure loads the URDF and limits, activate opens the gate, deactivate makes a
 controlled stop and closes it. With ``autostart`` the node configures and activates itself.
-Everything it publishes has left ``wam_runtime.core.gate``.
+Everything it publishes has left ``wam_runtime.core.gate``. The control tick runs on its own
+thread (``ros.tick_thread``), chunks are decoded and checked on another
+(``ros.safety_intake``).
 """
 
 import sys
@@ -19,7 +21,6 @@ import time
 from typing import List, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_impl
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.publisher import Publisher
 from rclpy.qos import qos_profile_sensor_data, QoSProfile
@@ -35,7 +36,6 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from wam_runtime.bag.incident import IncidentRecorder
 from wam_runtime.core import controller as ctl
-from wam_runtime.core.chunks import CHUNK_BACKLOG, CHUNK_SHAPE, ChunkError
 from wam_runtime.core.interfaces import ACTION_CHUNK, EVENTS, EXECUTION, EXECUTION_LABELS, \
     JOINT_STATE, SAFETY_OUTPUTS, TRAJECTORY
 from wam_runtime.core.joint_states import JointStateError
@@ -43,11 +43,11 @@ from wam_runtime.core.params import SAFETY_PARAMS
 from wam_runtime.core.safety_config import build_safety
 from wam_runtime.core.safety_runtime import Reaction, SafetyRuntime
 from wam_runtime.core.stats import RateMeter, RollingStats
-from wam_runtime.ros.chunk_intake import CdrError, ChunkIntake, TrajectoryReader
 from wam_runtime.ros.common import declare_params, diagnostic_array, event_msg, now_ns, \
     read_params, run_node, stamp_to_ns
-from wam_runtime.ros.conversions import float_array, JointStateSources, s_to_duration, \
-    trajectory_arrays
+from wam_runtime.ros.conversions import float_array, JointStateSources, s_to_duration
+from wam_runtime.ros.safety_intake import SafetyIntake
+from wam_runtime.ros.tick_thread import TickThread
 
 
 PARAMS = SAFETY_PARAMS
@@ -101,7 +101,6 @@ class SafetyControllerNode(LifecycleNode):
         self.joint_sources = JointStateSources(self)
         self.latency = RollingStats(2000)
         self.tick_time = RollingStats(2000)
-        self.tick_jitter = RollingStats(2000)
         self.command_rate = RateMeter(500)
         self.period = self.core.config.control_period_s
         self.output_mode = p['output_mode']
@@ -137,13 +136,8 @@ class SafetyControllerNode(LifecycleNode):
         ]
         # The control tick runs on its own thread with absolute deadlines: an executor
         # timer at 100-500 Hz waits behind subscription callbacks and jitters more.
-        self._ticking = True
-        self._tick_thread = threading.Thread(target=self._tick_loop, name='control_tick',
-                                             daemon=True)
-        self._tick_thread.start()
-        self.intake_ms = RollingStats(500)
-        self.intake = ChunkIntake(self._handle_chunk, on_drop=self._chunk_dropped)
-        self._intake_errors_seen = 0
+        self.ticker = TickThread(self._tick, self.period, self.context)
+        self.intake = SafetyIntake(self, self.runtime, self._lock, self._react)
         self.mode = ctl.MODE_DISABLED
         self.get_logger().info(f'configured: gating {list(limits.joint_names)} at '
                                f'{p["control_rate_hz"]:.0f} Hz -> {self.cmd_topic}')
@@ -176,34 +170,9 @@ class SafetyControllerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_ticks(self) -> None:
-        intake = getattr(self, 'intake', None)
-        if intake is not None:
-            intake.stop()
-        self._ticking = False
-        thread = getattr(self, '_tick_thread', None)
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout=2.0)
-
-    def _tick_loop(self) -> None:
-        next_t = time.monotonic()
-        last = None
-        while self._ticking and self.context.ok():
-            started = time.monotonic()
-            if last is not None:
-                self.tick_jitter.add(abs(started - last - self.period))
-            last = started
-            try:
-                self._tick()
-            except _rclpy_impl.RCLError:
-                if self.context.ok():
-                    raise
-                return            # rclpy shut down while this thread was publishing
-            next_t += self.period
-            delay = next_t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            elif delay < -self.period:
-                next_t = time.monotonic()     # far behind: do not burst to catch up
+        for worker in (getattr(self, 'intake', None), getattr(self, 'ticker', None)):
+            if worker is not None:
+                worker.stop()
 
     def _teardown(self) -> None:
         self._stop_ticks()
@@ -258,50 +227,6 @@ class SafetyControllerNode(LifecycleNode):
         # Executor thread: record and hand over; decoding happens on the intake thread.
         self._record(ACTION_CHUNK, TRAJECTORY, raw)
         self.intake.put(raw)
-
-    def _chunk_dropped(self) -> None:
-        """Count, with its reason, a chunk dropped unread behind a full intake queue."""
-        error = ChunkError(CHUNK_BACKLOG, 'dropped unread: chunks arrive faster than they '
-                                          'can be checked')
-        with self._lock:
-            reaction = self.runtime.reject(error, None, now_ns(self))
-        self.get_logger().warning(f'chunk rejected: {error}', throttle_duration_sec=1.0)
-        self._react(reaction)
-
-    def _handle_chunk(self, raw: bytes) -> None:
-        """Intake thread: size check, decode, validate; only the adoption takes the lock."""
-        t0 = time.perf_counter()
-        stamp_ns = None
-        try:
-            try:
-                reader = TrajectoryReader(raw)
-            except CdrError:          # an encapsulation this reader does not know
-                msg = deserialize_message(raw, JointTrajectory)
-                names, times, positions = trajectory_arrays(msg)
-                stamp_ns = stamp_to_ns(msg.header.stamp)
-            else:
-                stamp_ns, names = reader.stamp_ns, reader.joint_names
-                self.runtime.check_size(reader.points)     # before decoding it
-                try:
-                    times, positions = reader.decode()
-                except CdrError as exc:
-                    raise ChunkError(CHUNK_SHAPE, str(exc)) from None
-            chunk = self.runtime.prepare_chunk(names, stamp_ns, times, positions,
-                                               now_ns(self))
-        except ChunkError as exc:
-            with self._lock:
-                reaction = self.runtime.reject(exc, stamp_ns, now_ns(self))
-            if reaction.events:
-                self.get_logger().warning(f'chunk rejected: {exc}', throttle_duration_sec=1.0)
-            self._react(reaction)
-            return
-        with self._lock:
-            reaction = self.runtime.adopt(chunk, now_ns(self))
-        self.intake_ms.add((time.perf_counter() - t0) * 1e3)
-        if reaction.events:
-            self.get_logger().warning(f'chunk rejected: {reaction.events[0].message}',
-                                      throttle_duration_sec=1.0)
-        self._react(reaction)
 
     def _on_estop(self, msg: Bool) -> None:
         self._record('safety/estop', 'std_msgs/msg/Bool', serialize_message(msg))
@@ -380,7 +305,7 @@ class SafetyControllerNode(LifecycleNode):
             fault = self.core.fault
         lat = self.latency.summary(1e3)
         tick = self.tick_time.summary(1e6)
-        jitter = self.tick_jitter.summary(1e3)
+        jitter = self.ticker.jitter.summary(1e3)
         values.update({
             'mode': self.mode, 'fault': fault or '',
             'command_rate_hz': self.command_rate.rate_hz(),
@@ -388,10 +313,7 @@ class SafetyControllerNode(LifecycleNode):
             'latency_obs_to_command_ms_p99': lat['p99'], 'chunks_used': lat['count'],
             'tick_us_p50': tick['p50'], 'tick_us_p99': tick['p99'],
             'tick_jitter_ms_p50': jitter['p50'], 'tick_jitter_ms_p99': jitter['p99'],
-            'chunk_intake_dropped': self.intake.dropped,
-            'chunk_intake_errors': self.intake.errors,
-            'chunk_intake_ms_p50': self.intake_ms.summary(1.0)['p50'],
-            'chunk_intake_ms_p99': self.intake_ms.summary(1.0)['p99'],
+            **self.intake.diagnostics(),
         })
         if self.recorder is not None:
             values['incidents_written'] = len(self.recorder.written)
@@ -401,9 +323,7 @@ class SafetyControllerNode(LifecycleNode):
             if len(self.recorder.errors) > self._incident_errors_seen:
                 self._incident_errors_seen = len(self.recorder.errors)
                 self.get_logger().error(f'incident bag not written: {self.recorder.errors[-1]}')
-        if self.intake.errors > self._intake_errors_seen:     # a bug, not bad input: say so
-            self._intake_errors_seen = self.intake.errors
-            self.get_logger().error(f'chunk intake failed: {self.intake.error!r}')
+        self.intake.log_new_errors()
         if fault:
             level, message = DiagnosticStatus.ERROR, f'fault latched: {fault}'
         elif self.mode == ctl.MODE_TRACKING:

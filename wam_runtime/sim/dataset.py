@@ -3,8 +3,9 @@
 Each episode is an expert rollout at 20 Hz from a seeded reset. The expert plans from the
 measured state; the command that is executed is the expert's first target plus temporally
 correlated noise (so the data covers recovery from off-path states), while the label stays
-the expert's plan. Commands are ramped linearly at 100 Hz between control steps, the way the
-runtime's scheduler and ``evaluate`` interpolate an action chunk.
+the expert's plan. Commands are ramped linearly at 100 Hz between control steps; at run time
+(and in ``evaluate``, which drives the nodes' runtimes) the chunk scheduler samples a chunk
+(cubic in the reference configuration) and the safety gate limits every command.
 
 Per sample the archive holds the 64x64 observation (rendered at 128x128 and shrunk with
 ``cv2.INTER_AREA``, as the runtime preprocesses), the joint positions, the 16-step label as

@@ -33,11 +33,10 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import yaml
 
 from wam_runtime.core.image import RawFrame
 from wam_runtime.core.interfaces import EXECUTION_LABELS
-from wam_runtime.core.param_files import node_parameters
+from wam_runtime.core.param_files import file_parameters
 from wam_runtime.core.params import ConfigError
 from wam_runtime.core.policy_config import build_policy_config
 from wam_runtime.core.policy_runtime import CHUNK, PolicyChunk, PolicyRuntime, WAIT
@@ -60,20 +59,9 @@ def default_config() -> str:
 def _read_parameter_file(path: str) -> Dict[str, Dict[str, Any]]:
     """Return the policy_node, safety_controller and sim_node sections of a parameter file."""
     try:
-        with open(path, encoding='utf-8') as f:
-            doc = yaml.safe_load(f)
-    except OSError as exc:
-        raise ConfigError(f'--config: cannot read {path!r} ({exc.strerror})') from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f'--config: {path!r} is not valid YAML ({exc})') from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f'--config: {path!r} is not a ROS parameter file')
-    sections = {}
-    for node in ('policy_node', 'safety_controller', 'sim_node'):
-        values = node_parameters(doc, node)
-        values.pop('use_sim_time', None)
-        sections[node] = values
-    return sections
+        return file_parameters(path, ('policy_node', 'safety_controller', 'sim_node'))
+    except ConfigError as exc:
+        raise ConfigError(f'--config: {exc}') from None
 
 
 class SimEvaluator:

@@ -1,8 +1,9 @@
 """``wam-runtime check-config``: a robot's parameter file against its URDF, model and controllers.
 
-Checks every parameter against the nodes' declared schemas, builds the safety configuration
-exactly as ``safety_controller`` builds it, prints the effective limits table (each value and
-where it came from), compares the joint names of the config, the URDF, the model and the
+Checks every parameter against the nodes' declared schemas, builds both configurations
+exactly as ``policy_node`` and ``safety_controller`` build them (with the model: its
+contract and ``model_sha256`` too), prints the effective limits table (each value and where
+it came from), compares the joint names of the config, the URDF, the model and the
 controller order, and times the model against ``max_chunk_age_s``, the chunk coverage and
 ``command_timeout_s``. Exit code 0: valid (warnings allowed), 2: invalid or bad usage.
 
@@ -15,11 +16,11 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from wam_runtime.core.contract import ContractError
-from wam_runtime.core.inference import ModelLoadError
+from wam_runtime.core.inference import check_sha256, ModelLoadError
 from wam_runtime.core.limits import format_limits_table, LimitRow, LimitsError
 from wam_runtime.core.param_files import fqn, load_param_file, parameters_for
 from wam_runtime.core.params import ConfigError
-from wam_runtime.core.policy_config import build_policy_config
+from wam_runtime.core.policy_config import build_policy_config, check_against_contract
 from wam_runtime.core.safety_config import build_safety
 from wam_runtime.tools.controllers_check import check_controllers
 from wam_runtime.tools.model_info import inspect_model
@@ -89,9 +90,11 @@ def check_config(args: argparse.Namespace) -> int:
               f'{"on" if setup.governor else "off"}')
         print('effective limits (value and where it came from):')
         print(setup.limits_table or format_limits_table(_limits_rows(setup)))
+    config = None
     if policy:
         try:
-            build_policy_config(dict(policy, model_path=policy.get('model_path') or '-'))
+            config = build_policy_config(dict(policy,
+                                              model_path=policy.get('model_path') or '-'))
         except ConfigError as exc:
             errors.append(f'policy_node: {exc}')
         names = policy.get('joint_names')
@@ -113,6 +116,7 @@ def check_config(args: argparse.Namespace) -> int:
                 errors.append(f'model action joints {acts} differ from '
                               f'safety_controller.joint_names {joints} (every chunk would be '
                               'rejected)')
+            errors += _policy_model_errors(config, model, report.contract)
             if args.timing_runs > 0:
                 warnings += _model_timing(model, report.contract, policy, safety, args,
                                           errors)
@@ -132,6 +136,27 @@ def check_config(args: argparse.Namespace) -> int:
               + (f' ({len(warnings)} warning{"s" if len(warnings) > 1 else ""} above)'
                  if warnings else ''))
     return EXIT_INVALID if errors else EXIT_OK
+
+
+def _policy_model_errors(config: Any, model: str, contract: Any) -> List[str]:
+    """Return what policy_node would refuse once it loads the model (contract, pin).
+
+    ``check_against_contract`` and the ``model_sha256`` comparison with the file are the
+    node's own checks; without a valid policy configuration there is nothing to compare.
+    """
+    if config is None:
+        return []
+    errors = []
+    try:
+        check_against_contract(config, contract)
+    except ConfigError as exc:
+        errors.append(f'policy_node: {exc}')
+    if config.params['model_sha256']:
+        try:
+            check_sha256(model, config.params['model_sha256'])
+        except (ModelLoadError, OSError) as exc:
+            errors.append(f'policy_node: {exc}')
+    return errors
 
 
 def _model_timing(model: str, contract: Any, policy: Dict[str, Any], safety: Dict[str, Any],

@@ -7,7 +7,7 @@ where a chunk would arrive stale, end before it arrives, or leave a gap to the n
 from dataclasses import dataclass
 from typing import Any, List, Mapping
 
-from wam_runtime.core.params import SAFETY_PARAMS
+from wam_runtime.core.params import is_set, SAFETY_PARAMS
 from wam_runtime.core.policy_config import build_policy_config
 from wam_runtime.tools.params_check import Finding
 
@@ -71,7 +71,7 @@ def timing_findings(timing: InferenceTiming, horizon: int, dt_s: float,
     """
     policy = build_policy_config(dict(policy_params, model_path='-'))
     sp = {p.name: p.default for p in SAFETY_PARAMS}
-    sp.update({k: v for k, v in safety_params.items() if v is not None})
+    sp.update({k: v for k, v in safety_params.items() if is_set(v)})   # [] is not set
     coverage = horizon * dt_s
     period = policy.period_s
     findings = []

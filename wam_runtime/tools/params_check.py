@@ -11,14 +11,14 @@ there.
 
 from dataclasses import dataclass
 import importlib
-import math
 import os
 from typing import Any, List, Mapping, Optional, Sequence
 
 from wam_runtime.core.contract import ContractError
 from wam_runtime.core.limits import LimitsError
 from wam_runtime.core.param_files import load_param_file, section_node
-from wam_runtime.core.params import ConfigError, Kind, Param, resolve
+from wam_runtime.core.params import ConfigError, Param, param_type, resolve, type_error, \
+    value_type
 from wam_runtime.core.policy_config import build_policy_config
 from wam_runtime.core.safety_config import build_safety
 
@@ -77,52 +77,27 @@ def unit_of(p: Param) -> str:
 
 def type_name(default: Any) -> str:
     """ROS parameter type of a schema default: 'double', 'string_array', ..."""
-    if isinstance(default, Kind):
-        return str(default)
-    if isinstance(default, bool):
-        return 'bool'
-    if isinstance(default, int):
-        return 'integer'
-    if isinstance(default, float):
-        return 'double'
-    if isinstance(default, str):
-        return 'string'
-    if isinstance(default, (list, tuple)) and default:
-        return type_name(default[0]) + '_array'
-    raise TypeError(f'no ROS parameter type for {default!r}')
-
-
-def value_type(value: Any) -> Optional[str]:
-    """ROS parameter type rcl gives a YAML value; None for null, 'mixed' for bad lists."""
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)):
-        if not value:
-            return 'empty_array'
-        kinds = {value_type(v) for v in value}
-        if len(kinds) != 1 or None in kinds or any(k.endswith('array') for k in kinds):
-            return 'mixed'
-        return kinds.pop() + '_array'
-    return type_name(value)
+    return param_type(default)
 
 
 def check_value(p: Param, value: Any) -> Optional[str]:
-    """Return why rclpy would refuse ``value`` for parameter ``p``, or None."""
-    want = type_name(p.default)
-    got = value_type(value)
-    if got == want:
-        if isinstance(value, float) and not math.isfinite(value):
-            return f'{p.name}: {value} is not finite'
+    """Return why rclpy would refuse ``value`` for parameter ``p``, or None.
+
+    The decision is ``core.params.type_error``'s, the one every builder makes (the replay
+    and the nodes' own builders give rclpy's message); this message says it for a person.
+    """
+    if value is None:
+        return f'{p.name}: has no value; remove the line or give a {type_name(p.default)}'
+    if type_error(p, value) is None:
         return None
-    if got is None:
-        return f'{p.name}: has no value (null); remove the line or give a {want}'
-    if got == 'empty_array' and want.endswith('_array'):
-        return None   # reads as "not set"
+    want, got = type_name(p.default), value_type(value)
     if got == 'mixed':
         return f'{p.name}: list elements must all have one type, got {value!r}'
     hint = ''
     if want.startswith('double') and got.startswith('integer'):
         hint = ' (write whole numbers with a decimal point, for example 10.0)'
+    elif isinstance(value, str) and value in ('null', 'Null', 'NULL', '~'):
+        hint = f' (rcl reads {value} as the string {value!r}: remove the line for the default)'
     return (f'{p.name}: {value!r} is {got.replace("_", " ")}, the node declares '
             f'{want.replace("_", " ")}{hint}')
 
