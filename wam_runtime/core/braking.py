@@ -14,7 +14,7 @@ towards the one value from which ramping the acceleration back to zero at the fu
 limit ends exactly at zero velocity, and follows that value once reached. So the velocity
 never passes zero unless the initial state makes it unavoidable (the stop then approaches
 from the other side), and the stop ends within ``ceil(stop_time / dt) + 2`` ticks of the
-continuous-time minimum (``stop_time``); see test/test_braking.py.
+continuous-time minimum (``stop_time``); see test/unit/core/test_braking.py.
 """
 
 import numpy as np

@@ -64,8 +64,8 @@ def render(node: str) -> str:
         f'# {node}: every parameter it declares, with unit, type and default.',
         f'# Generated from {module}.{attr}: do not edit by hand, regenerate with',
         '#   python -m wam_runtime.tools.config_docs --write',
-        '# (test/test_launch_static.py compares). Copy the lines you need into your robot',
-        '# file; the /**/ key makes a section apply in any namespace.',
+        '# (test/unit/tools/test_launch_static.py compares). Copy the lines you need into',
+        '# your robot file; the /**/ key makes a section apply in any namespace.',
         f'/**/{node}:',
         '  ros__parameters:',
     ]

@@ -5,7 +5,7 @@ velocity left after ramping the acceleration away stays within V), the gate's st
 every joint to v = 0 and a = 0 within ceil(T_stop / dt) + 2 ticks, where T_stop is the
 continuous-time minimum stopping time (``braking.stop_time``), without passing its stopping
 point by more than 1e-6 rad, and every tick keeps the velocity, acceleration and jerk limits
-(checked on the commanded positions, as test/test_gate.py does).
+(checked on the commanded positions, as test/unit/core/test_gate.py does).
 """
 
 import math

@@ -9,10 +9,11 @@ import yaml
 
 os.environ.setdefault('MUJOCO_GL', 'egl')
 
+from wam_runtime.processes import REPO_ROOT  # noqa: E402 - after MUJOCO_GL
 from wam_runtime.sim import evaluate  # noqa: E402 - after MUJOCO_GL
 from wam_runtime.sim.world import HOME_Q, JOINT_NAMES  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = REPO_ROOT
 MODEL = os.path.join(REPO, 'models', 'reference_reach.onnx')
 CONFIG = os.path.join(REPO, 'config', 'reference_arm.yaml')
 URDF = os.path.join(REPO, 'config', 'reference_arm.urdf')

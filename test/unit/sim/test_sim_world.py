@@ -9,6 +9,7 @@ import numpy as np
 import pinocchio as pin
 import pytest
 
+from wam_runtime.processes import REPO_ROOT
 from wam_runtime.sim.expert import ReachExpert
 from wam_runtime.sim.world import (
     CUBE_HALF_SIZE_M, CUBE_X_RANGE, CUBE_Y_RANGE, HOME_Q, JOINT_NAMES, ReachWorld,
@@ -16,7 +17,7 @@ from wam_runtime.sim.world import (
 
 os.environ.setdefault('MUJOCO_GL', 'egl')
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = REPO_ROOT
 URDF_PATH = os.path.join(REPO, 'config', 'reference_arm.urdf')
 
 

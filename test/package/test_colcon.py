@@ -94,7 +94,7 @@ def test_installed_tool_validates_the_installed_launch_files(workspace, tmp_path
 
 def test_colcon_test_runs_the_package_tests(workspace):
     res = _run([COLCON, 'test', '--packages-select', PKG, '--pytest-args',
-                'test/test_launch_static.py', '-q'], str(workspace), _env())
+                'test/unit/tools/test_launch_static.py', '-q'], str(workspace), _env())
     assert res.returncode == 0, res.stdout + res.stderr
     print(f'colcon test: {res.seconds:.1f} s')
     res = _run([COLCON, 'test-result', '--test-result-base', f'build/{PKG}'],
