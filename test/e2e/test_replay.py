@@ -52,6 +52,20 @@ def replay(bag, out, *extra, config=CONFIG, model=MODEL):
     return code, summary
 
 
+def _unrecordable(summary):
+    """Return the recorded inferences the bag cannot rerun, after checking why.
+
+    Only an inference on a frame from before the recorder had matched the camera (the first
+    one or two of a recording) may be missing from the bag; a frame lost in the middle of
+    the recording is a failure.
+    """
+    counts = summary['policy']['not_inferred']
+    assert 'recorded_inference_not_rerun' not in counts, counts
+    early = counts.get('recorded_inference_before_recording', 0)
+    assert early <= 2, counts
+    return early
+
+
 def tree_hashes(folder):
     """Return {relative path: sha256} of every output file but the wall-clock timing."""
     out = {}
@@ -91,7 +105,7 @@ def test_mcap_replay_reproduces_the_recorded_run(reference_replay):
     # got, bit for bit.
     assert s['inputs']['schedule_inputs'] == 'inference_inputs', s['inputs']
     chunks = s['divergence']['chunks_vs_recorded']
-    assert chunks['matched'] == chunks['recorded'] == s['policy']['chunks'], chunks
+    assert chunks['matched'] == s['policy']['chunks'] == chunks['recorded'] - _unrecordable(s)
     assert chunks['max_abs_rad'] == 0.0, chunks
     gated = s['divergence']['gated_commands']
     assert gated['n'] >= 100 and gated['rms_all_rad'] < 0.01, gated
@@ -116,7 +130,8 @@ def test_sqlite3_replay(sim_bags, tmp_path):
     assert s['inputs']['storage'] == 'sqlite3'
     assert s['policy']['inferences'] >= 10 and s['safety']['commands'] >= 100
     chunks = s['divergence']['chunks_vs_recorded']
-    assert chunks['matched'] == chunks['recorded'] and chunks['max_abs_rad'] == 0.0, chunks
+    assert chunks['matched'] == chunks['recorded'] - _unrecordable(s), chunks
+    assert chunks['max_abs_rad'] == 0.0, chunks
 
 
 @pytest.mark.ros

@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from wam_runtime.core.gate import unwrap_near
+from wam_runtime.core.stamps import s_to_ns
 
 # Chunk rejection reasons.
 CHUNK_NON_FINITE = 'chunk_non_finite'
@@ -104,7 +105,7 @@ def make_chunk(joint_names: Sequence[str], stamp_s: float, time_from_start_s: Se
     if now_s - stamp_s < -max_future_s:
         raise ChunkError(CHUNK_FUTURE, f'stamp is {stamp_s - now_s:.3f} s in the future')
     order = [names.index(n) for n in controller_joints]
-    ns = int(round(stamp_s * 1e9)) if stamp_ns is None else int(stamp_ns)
+    ns = s_to_ns(stamp_s) if stamp_ns is None else int(stamp_ns)
     return Chunk(float(stamp_s), stamp_s + t, p[:, order], ns)
 
 

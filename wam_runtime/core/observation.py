@@ -26,19 +26,14 @@ from typing import Any, Deque, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from wam_runtime.core.stamps import s_to_ns
+
 WAITING_CAMERA = 'waiting_for_camera'
 WAITING_STATE = 'waiting_for_state'
 STALE = 'observation_stale'
 SKEWED = 'observation_skewed'
 FROM_FUTURE = 'observation_from_future'
 NO_NEW_FRAME = 'no_new_frame'
-
-NS_PER_S = 1_000_000_000
-
-
-def s_to_ns(t_s: float) -> int:
-    """Return float seconds as integer nanoseconds (rounded; for limits and tests)."""
-    return int(round(t_s * 1e9))
 
 
 class NotReady(Exception):

@@ -96,6 +96,7 @@ class ReplayPipeline:
         self.reruns = bool(self._by_frame)       # the recording has the inference inputs
         self._frames: Dict[str, 'OrderedDict[int, Any]'] = {}
         self._last_frame_stamp: Dict[str, int] = {}
+        self._first_frame_stamp: Dict[str, int] = {}
         self.inputs = inputs
         self.roles = inputs.role()
         self.writer = writer
@@ -175,6 +176,7 @@ class ReplayPipeline:
         self.policy_rt.on_frame(name, stamp, item, rec.t_ns)
         previous = self._last_frame_stamp.get(name)
         self._last_frame_stamp[name] = stamp
+        self._first_frame_stamp.setdefault(name, stamp)
         if self.reruns:
             kept = self._frames.setdefault(name, OrderedDict())
             kept[stamp] = item
@@ -332,10 +334,15 @@ class ReplayPipeline:
         if self.run.last_ns is not None:
             self._advance(self.run.last_ns, inclusive=True)
         if self.reruns:
-            missing = sum(1 for stamp, entry in self._recorded.items()
-                          if entry.inputs is not None and stamp not in self._reran)
-            if missing:         # a frame it names is not in the bag (or came too late)
-                self.policy_rt.count('recorded_inference_not_rerun', missing)
+            for stamp, entry in self._recorded.items():
+                if entry.inputs is None or stamp in self._reran:
+                    continue
+                # A frame the bag cannot hold (stamped before the recording's first frame
+                # of that camera: the recorder had not yet matched the camera), or one lost.
+                early = any(frame < self._first_frame_stamp.get(cam, frame + 1)
+                            for cam, frame in entry.inputs.frame_stamps_ns.items())
+                self.policy_rt.count('recorded_inference_before_recording' if early
+                                     else 'recorded_inference_not_rerun')
         self.run.policy_counters = self.policy_rt.snapshot_counters()
         self.run.safety_counters = dict(self.core.counters)
         self.policy_rt.close()

@@ -30,6 +30,7 @@ from wam_runtime.core.interfaces import FLOAT64_ARRAY, JOINT_STATE, STATUS, TRAJ
 from wam_runtime.core.observation import JointMapper
 from wam_runtime.core.params import ConfigError
 from wam_runtime.core.safety_config import build_safety
+from wam_runtime.core.stamps import split_ns
 from wam_runtime.replay import report
 from wam_runtime.replay.config import CONFIG_ERRORS, default_model, EXIT_CONFIG, EXIT_INPUT, \
     EXIT_OK, load_config, resolve_urdf, UsageError
@@ -118,8 +119,8 @@ class _Bridge:
 
     def publish_clock(self, t_ns: int) -> None:
         from builtin_interfaces.msg import Time
-        self.clock_pub.publish(self.clock_cls(clock=Time(sec=t_ns // 1_000_000_000,
-                                                         nanosec=t_ns % 1_000_000_000)))
+        sec, nanosec = split_ns(t_ns)
+        self.clock_pub.publish(self.clock_cls(clock=Time(sec=sec, nanosec=nanosec)))
 
 
 def _launch(args, env, pp_model: str, urdf: Optional[str], out: str) -> List:

@@ -19,6 +19,8 @@ from typing import Callable, Deque, List, Optional, Tuple
 
 import numpy as np
 
+from wam_runtime.core.stamps import to_ns
+
 # Encapsulation kinds (byte 1 of the header): XCDR1 plain big/little endian (8-byte values
 # aligned to 8), XCDR2 plain big/little endian (aligned to at most 4).
 _KINDS = {0: ('>', 8), 1: ('<', 8), 6: ('>', 4), 7: ('<', 4)}
@@ -63,7 +65,7 @@ class TrajectoryReader:
     @property
     def stamp_ns(self) -> int:
         """The header stamp in integer nanoseconds."""
-        return self.stamp_sec * 1_000_000_000 + self.stamp_nanosec
+        return to_ns(self.stamp_sec, self.stamp_nanosec)
 
     def _read_u32(self, pos: int) -> Tuple[int, int]:
         pos = (pos + 3) & ~3

@@ -13,19 +13,20 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from wam_runtime.core.image import CompressedFrame, frame_view, PIXEL_FORMATS, RawFrame
 from wam_runtime.core.joint_states import JointStateMerge
+from wam_runtime.core.stamps import s_to_ns, split_ns
 from wam_runtime.ros.common import stamp_to_ns
 
 
 def s_to_time(t: float) -> Time:
     """Convert float seconds to builtin_interfaces/Time."""
-    ns = int(round(t * 1e9))
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+    sec, nanosec = split_ns(s_to_ns(t))
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def s_to_duration(t: float) -> Duration:
     """Convert float seconds to builtin_interfaces/Duration."""
-    ns = int(round(t * 1e9))
-    return Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+    sec, nanosec = split_ns(s_to_ns(t))
+    return Duration(sec=sec, nanosec=nanosec)
 
 
 def duration_to_s(d: Duration) -> float:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from wam_runtime.core.interfaces import execution_fields, EXECUTION_LABELS
-from wam_runtime.core.observation import s_to_ns as ns
 from wam_runtime.core.realtime import ExecutionTracker
+from wam_runtime.core.stamps import s_to_ns as ns
 
 
 def test_prefix_is_the_executing_chunk_at_the_new_step_times():
