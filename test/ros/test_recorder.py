@@ -49,6 +49,18 @@ def test_simulator_episode_is_recorded_with_its_outcome(sim_bags, storage):
         assert counts.get(topic, 0) > 0, (topic, counts)
     assert counts['/sim/episode_outcome'] == 1
     assert counts == first['messages']
+    # The demo starts only once the recorder has matched every publisher: no topic's start
+    # is missing (the recorder holds at least every command the demo itself received).
+    recorded = sum(e['messages'].get('/commands', 0) for e in eps)
+    assert recorded >= sim_bags['demo']['commands_published'], (recorded, eps)
+    # ... and every input of the loop is in the bag before the gate opened.
+    with open_bag(sim_bags[storage][0]) as bag:
+        start = {}
+        for rec in bag.messages():
+            start.setdefault(rec.topic, rec.t_ns)
+    for topic in ('/camera/scene/image_raw', '/joint_states', '/policy/action_chunk',
+                  '/policy/inference_inputs', '/policy/surprise'):
+        assert start[topic] < start['/commands'], (topic, start)
     assert sum(first['interventions'].values()) == counts.get('/safety/events', 0)
 
 
@@ -82,10 +94,17 @@ def test_split_service_estops_and_max_duration(ros_context, proc_env, tmp_path):
     import rclpy
     out = tmp_path / 'episodes'
     rec = NodeProcess('wam_runtime.ros.recorder_node', proc_env, 'recorder_node', None,
-                      ['-p', f'output_dir:={out}', '-p', 'max_episode_s:=1.5'],
+                      ['-p', f'output_dir:={out}', '-p', 'max_episode_s:=1.5',
+                       '-p', 'diagnostics_period_s:=0.2'],
                       log_dir=str(tmp_path))
     try:
+        from diagnostic_msgs.msg import DiagnosticArray
         node = ros_context(rclpy.create_node('recorder_test', context=ros_context.context))
+        reports = []
+        node.create_subscription(
+            DiagnosticArray, '/diagnostics',
+            lambda m: reports.extend({kv.key: kv.value for kv in st.values} for st in m.status
+                                     if st.name == 'recorder_node: recorder'), 10)
         js = node.create_publisher(JointState, 'joint_states', qos_profile_sensor_data)
         cam = node.create_publisher(Image, 'camera/scene/image_raw', qos_profile_sensor_data)
         estop = node.create_publisher(Bool, 'safety/estop', 10)
@@ -93,6 +112,13 @@ def test_split_service_estops_and_max_duration(ros_context, proc_env, tmp_path):
         assert split.wait_for_service(timeout_sec=20.0), rec.output()
         assert wait_for(lambda: js.get_subscription_count() > 0 and
                         estop.get_subscription_count() > 0, 10.0)
+        # /diagnostics names what the recorder has matched a publisher for, and what not.
+        assert wait_for(lambda: any(r['publishers /joint_states'] == '1' for r in reports),
+                        10.0), reports[-1:]
+        silent = reports[-1]['topics_without_publishers'].split()
+        assert '/commands' in silent and '/joint_states' not in silent
+        assert '/safety/estop' not in silent and '/camera/scene/image_raw' not in silent
+        assert reports[-1]['write_errors'] == '0'
 
         sent = []
 

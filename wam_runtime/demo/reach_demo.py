@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
@@ -115,8 +115,13 @@ class EpisodeDriver:
 
 def run(seeds: Sequence[int], out_dir: str, config: str, model: str,
         verbose: bool = True, urdf: Optional[str] = None,
-        domain_id: Optional[int] = None) -> Dict:
-    """Run one episode per seed and return the summary (``domain_id``: join that domain)."""
+        domain_id: Optional[int] = None,
+        ready: Optional[Callable[[Monitor], bool]] = None) -> Dict:
+    """Run one episode per seed and return the summary.
+
+    ``domain_id``: join that domain; ``ready``: before the first episode, also wait until
+    ``ready(monitor)`` holds (e.g. a recorder reports every publisher it needs matched).
+    """
     urdf = urdf or os.path.join(share_dir(), 'config', 'reference_arm.urdf')
     os.makedirs(out_dir, exist_ok=True)
     with open(config, encoding='utf-8') as f:
@@ -151,6 +156,8 @@ def run(seeds: Sequence[int], out_dir: str, config: str, model: str,
         if not wait_for(lambda: len(monitor.joint_states) > 10 and monitor.diag(': policy'),
                         60.0):
             raise RuntimeError(f'no joint states or policy diagnostics; logs in {out_dir}')
+        if ready is not None and not wait_for(lambda: ready(monitor), 60.0):
+            raise RuntimeError(f'not ready: {ready.__doc__ or ready}; logs in {out_dir}')
         for seed in seeds:
             n_before = len(monitor.outcomes)
             driver.start_episode(seed)

@@ -9,8 +9,9 @@ import argparse
 import glob
 import json
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from wam_runtime.core.interfaces import ESTOP, JOINT_TRAJECTORY
 from wam_runtime.processes import NodeProcess, random_domain_id, ros_env, share_dir
 
 
@@ -36,7 +37,8 @@ def record_episodes(out_dir: str, seeds: Sequence[int], storages: Sequence[str] 
                  for s in storages]
     try:
         summary = reach_demo.run(list(seeds), os.path.join(out_dir, 'demo'), config, model,
-                                 verbose=False, domain_id=domain)
+                                 verbose=False, domain_id=domain,
+                                 ready=_recorders_matched([r.name for r in recorders]))
     finally:
         codes = [r.stop(timeout_s=15.0) for r in recorders]
     result: Dict = {'demo': summary, 'recorder_exit_codes': codes}
@@ -44,6 +46,25 @@ def record_episodes(out_dir: str, seeds: Sequence[int], storages: Sequence[str] 
         result[s] = sorted(p for p in glob.glob(os.path.join(out_dir, s, 'episode_*'))
                            if os.path.isdir(p))
     return result
+
+
+def _recorders_matched(names: Sequence[str]) -> Callable[[Any], bool]:
+    """Return a predicate: every recorder has matched a publisher of what the demo sends.
+
+    Without it the first episode's bag can start without a topic whose publisher the
+    recorder had not yet discovered (seen: the first 3 s of ``commands`` and
+    ``safety/events`` missing under load).
+    """
+    unused = {'/' + JOINT_TRAJECTORY, '/' + ESTOP}     # not published by the demo
+
+    def matched(monitor) -> bool:
+        for name in names:
+            diag = monitor.diag(f'{name}: recorder')
+            if diag is None or set(diag['topics_without_publishers'].split()) - unused:
+                return False
+        return True
+    matched.__doc__ = f'recorders {list(names)} have not matched every demo publisher'
+    return matched
 
 
 _ONCE: Dict[str, Dict] = {}

@@ -178,7 +178,7 @@ def run_offline(args) -> int:
             writer.close()
             progress.close()
         loop_wall = time.monotonic() - t_loop0
-        warnings = list(bag.warnings)
+        warnings = list(bag.warnings) + report.recording_warnings(run)
         status, code = data_loss(bag, status, code, warnings)
         lost = dict(bag.lost)
     if error:

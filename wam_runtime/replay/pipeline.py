@@ -13,9 +13,12 @@ configuration.
 Inference schedule: ``rate`` lets the policy runtime decide when to infer, as the node does.
 ``recorded`` reruns every recorded inference on exactly what it ran on
 (``policy/inference_inputs``: the frames by stamp, the joint state, the prefix), as soon as
-the bag has delivered those frames, and delivers the chunk when the recording logged it:
-every recorded chunk is reproduced bit for bit. A bag recorded before the inputs were
-published falls back to inferring on the frames whose stamps the recorded chunks carry.
+the bag has delivered those frames, and hands the chunk to the safety runtime half a
+control period before the robot's first tick on it (the first ``safety/execution`` naming
+it; else when the recording logged the chunk): every recorded chunk is reproduced bit for
+bit, and taken up on the tick nearest to the one the robot took it up on. A bag recorded
+before the inputs were published falls back to inferring on the frames whose stamps the
+recorded chunks carry.
 
 Gate: ``open`` enables the safety runtime from the start; ``recorded`` opens it when the
 recorded run's gated commands start and closes it (controlled stop) when they stop for
@@ -34,8 +37,9 @@ from wam_runtime.bag import BagWriter, Record, TopicInfo, typestore
 from wam_runtime.core.image import CompressedFrame, FrameError, RawFrame
 from wam_runtime.core.inference import OnnxPolicy
 from wam_runtime.core.interfaces import (
-    ACTION_CHUNK, COMMANDS, Event, EVENTS, EXECUTION_LABELS, FLOAT32, FLOAT64_ARRAY,
-    INFERENCE_INPUTS, InferenceInputs, JOINT_TRAJECTORY, STATUS, SURPRISE, TRAJECTORY)
+    ACTION_CHUNK, COMMANDS, Event, EVENTS, execution_fields, EXECUTION_LABELS, FLOAT32,
+    FLOAT64_ARRAY, INFERENCE_INPUTS, InferenceInputs, JOINT_TRAJECTORY, STATUS, SURPRISE,
+    TRAJECTORY)
 from wam_runtime.core.joint_states import JointStateError
 from wam_runtime.core.policy_config import PolicyConfig
 from wam_runtime.core.policy_runtime import CHUNK, PolicyChunk, PolicyRuntime, WAIT
@@ -232,6 +236,11 @@ class ReplayPipeline:
     def _on_recorded_events(self, rec: Record, msg, arg) -> None:
         self.run.recorded_events.append((rec.t_ns * 1e-9, str(msg.name)))
 
+    def _on_recorded_execution(self, rec: Record, msg, arg) -> None:
+        fields = execution_fields([str(d.label) for d in msg.layout.dim], list(msg.data))
+        if fields is not None:
+            self.run.recorded_executed.add(fields['chunk_stamp_ns'])
+
     def _on_recorded_chunks(self, rec: Record, msg, arg) -> None:
         chunk = chunk_positions(msg, self.run.joint_names)
         if chunk is not None:
@@ -263,7 +272,13 @@ class ReplayPipeline:
             return
         self.run.inferences += 1
         self.run.reran += 1
-        self._push(max(entry.logged_ns, t_ns), 'chunk', chunk)
+        at = entry.logged_ns
+        if entry.first_executed_ns is not None:
+            # The robot's controller first ran it on the tick whose feedback was logged
+            # then: handed in half a period before, the replay tick nearest to that one is
+            # the first to run it, however late the recorder received the chunk itself.
+            at = entry.first_executed_ns - self._period_ns // 2
+        self._push(max(at, t_ns), 'chunk', chunk)
 
     def _push(self, t_ns: int, kind: str, payload: Any) -> None:
         self._seq += 1

@@ -109,8 +109,26 @@ def divergence(run: RunData, control_period_s: float) -> Optional[Dict[str, Any]
         out['chunks_vs_recorded'] = {
             'matched': len(diffs), 'recorded': len(run.recorded_chunks),
             'max_abs_rad': _r(max(diffs)) if diffs else None,
-            'mean_max_abs_rad': _r(float(np.mean(diffs))) if diffs else None}
+            'mean_max_abs_rad': _r(float(np.mean(diffs))) if diffs else None,
+            'executed_not_recorded': len(executed_not_recorded(run))}
     return out or None
+
+
+def executed_not_recorded(run: RunData) -> List[int]:
+    """Return the stamps of chunks the robot executed (``safety/execution``) but the bag lacks."""
+    if not run.recorded_chunks:
+        return []
+    return sorted(run.recorded_executed - set(run.recorded_chunks))
+
+
+def recording_warnings(run: RunData) -> List[str]:
+    """Return what the recording lacks for replay to follow the recorded run."""
+    missing = executed_not_recorded(run)
+    if not missing:
+        return []
+    return [f'the robot executed {len(missing)} chunks the bag does not hold (first stamped '
+            f'{missing[0] * 1e-9:.3f} s; was policy/action_chunk recorded from the start?): '
+            'replay cannot follow the recorded commands while they ran']
 
 
 def build_summary(run: RunData, control_period_s: float, inputs: Mapping[str, Any],

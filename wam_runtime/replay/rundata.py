@@ -1,7 +1,7 @@
 """What a replay produced and what the bag recorded, for the report."""
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -21,6 +21,7 @@ class RunData:
     recorded_commands: List[Tuple[float, np.ndarray]] = field(default_factory=list)
     recorded_chunks: Dict[int, np.ndarray] = field(default_factory=dict)         # stamp ns
     recorded_events: List[Tuple[float, str]] = field(default_factory=list)
+    recorded_executed: Set[int] = field(default_factory=set)   # chunk stamps the robot ran
     policy_counters: Dict[str, int] = field(default_factory=dict)
     safety_counters: Dict[str, int] = field(default_factory=dict)
     skipped: Dict[str, int] = field(default_factory=dict)

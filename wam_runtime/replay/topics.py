@@ -1,10 +1,11 @@
 """Which bag topic feeds which input of the replayed loops, and what the recording holds.
 
 ``resolve_inputs`` maps the contract's cameras, the joint states, the e-stop and the
-recorded outputs (commands, chunks, events, inference inputs) to bag topics by their
-relative names (``core.interfaces``), in a namespace too. ``recorded_inferences`` reads, in
-a first pass, what each recorded chunk was inferred from and when it was logged, so that
-``--schedule recorded`` reruns every recorded inference on exactly its inputs.
+recorded outputs (commands, chunks, events, inference inputs, execution feedback) to bag
+topics by their relative names (``core.interfaces``), in a namespace too.
+``recorded_inferences`` reads, in a first pass, what each recorded chunk was inferred from,
+when it was logged and when the robot first ran it, so that ``--schedule recorded`` reruns
+every recorded inference on exactly its inputs.
 """
 
 from dataclasses import dataclass, field
@@ -15,8 +16,9 @@ import numpy as np
 from wam_runtime.bag import BagError, TopicInfo, typestore
 from wam_runtime.core.interfaces import (
     ACTION_CHUNK, BOOL, camera_topic, COMMANDS, COMPRESSED_IMAGE, ESTOP, EVENTS, EXECUTION,
-    FLOAT64_ARRAY, IMAGE, INFERENCE_INPUTS, InferenceInputs, JOINT_STATE, JOINT_STATES,
-    JOINT_TRAJECTORY, parse_inference_inputs, SAFETY_OUTPUTS, STATUS, SURPRISE, TRAJECTORY)
+    execution_fields, FLOAT64_ARRAY, IMAGE, INFERENCE_INPUTS, InferenceInputs, JOINT_STATE,
+    JOINT_STATES, JOINT_TRAJECTORY, parse_inference_inputs, SAFETY_OUTPUTS, STATUS, SURPRISE,
+    TRAJECTORY)
 from wam_runtime.core.stamps import to_ns
 
 # Topics the replayed loops themselves produce (relative names); never fed back as inputs.
@@ -54,6 +56,7 @@ class InputTopics:
     recorded_events: Optional[str] = None
     recorded_inputs: Optional[str] = None           # policy/inference_inputs
     extra_joint_states: List[str] = field(default_factory=list)
+    recorded_execution: Optional[str] = None        # safety/execution: chunks the robot ran
 
     def role(self) -> Dict[str, Tuple[str, Any]]:
         """Return {topic: (kind, argument)}."""
@@ -61,7 +64,8 @@ class InputTopics:
             t: ('camera', (name, comp)) for name, (t, comp) in self.cameras.items()}
         for topic in [self.joint_states] + self.extra_joint_states:
             out[topic] = ('joint_states', None)
-        for kind in ('estop', 'recorded_commands', 'recorded_chunks', 'recorded_events'):
+        for kind in ('estop', 'recorded_commands', 'recorded_chunks', 'recorded_events',
+                     'recorded_execution'):
             topic = getattr(self, kind)
             if topic:
                 out[topic] = (kind, None)
@@ -114,7 +118,8 @@ def resolve_inputs(topics: Mapping[str, TopicInfo], camera_names: Sequence[str],
     cmd_name, cmd_type = SAFETY_OUTPUTS[output_mode]
     return InputTopics(cameras, js, optional(ESTOP, BOOL), optional(cmd_name, cmd_type),
                        optional(ACTION_CHUNK, TRAJECTORY), optional(EVENTS, STATUS),
-                       optional(INFERENCE_INPUTS, FLOAT64_ARRAY), extras)
+                       optional(INFERENCE_INPUTS, FLOAT64_ARRAY), extras,
+                       optional(EXECUTION, FLOAT64_ARRAY))
 
 
 def command_positions(msgtype: str, msg, joint_names: Sequence[str]) -> Optional[np.ndarray]:
@@ -149,10 +154,15 @@ def chunk_positions(msg, joint_names: Sequence[str]) -> Optional[Tuple[int, np.n
 
 @dataclass
 class RecordedInference:
-    """A recorded chunk: when it was logged and, if recorded, what it was inferred from."""
+    """A recorded chunk: when it was logged and, if recorded, what it was inferred from.
+
+    ``first_executed_ns``: the log time of the first ``safety/execution`` message that
+    names it, the robot's first control tick on it (None: never executed).
+    """
 
     logged_ns: int
     inputs: Optional[InferenceInputs] = None
+    first_executed_ns: Optional[int] = None
 
 
 def inference_inputs_of(msg) -> Optional[InferenceInputs]:
@@ -164,8 +174,10 @@ def inference_inputs_of(msg) -> Optional[InferenceInputs]:
 def recorded_inferences(bag, topics: InputTopics) -> Dict[int, RecordedInference]:
     """Return the recorded chunks by stamp (first pass; as far as the bag reads)."""
     out: Dict[int, RecordedInference] = {}
-    wanted = [t for t in (topics.recorded_chunks, topics.recorded_inputs) if t]
+    wanted = [t for t in (topics.recorded_chunks, topics.recorded_inputs,
+                          topics.recorded_execution) if t]
     inputs: Dict[int, InferenceInputs] = {}
+    executed: Dict[int, int] = {}
     try:
         for rec in bag.messages(wanted):
             try:
@@ -175,6 +187,11 @@ def recorded_inferences(bag, topics: InputTopics) -> Dict[int, RecordedInference
             if rec.topic == topics.recorded_chunks:
                 stamp = to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec)
                 out.setdefault(stamp, RecordedInference(rec.t_ns))
+            elif rec.topic == topics.recorded_execution:
+                fields = execution_fields([str(d.label) for d in msg.layout.dim],
+                                          list(msg.data))
+                if fields is not None:
+                    executed.setdefault(fields['chunk_stamp_ns'], rec.t_ns)
             else:
                 parsed = inference_inputs_of(msg)
                 if parsed is not None:
@@ -183,4 +200,5 @@ def recorded_inferences(bag, topics: InputTopics) -> Dict[int, RecordedInference
         pass      # the main pass reports where the bag breaks
     for stamp, entry in out.items():
         entry.inputs = inputs.get(stamp)
+        entry.first_executed_ns = executed.get(stamp)
     return out

@@ -15,7 +15,10 @@ An episode ends when an outcome arrives (``split_on_outcome``), when ``recorder/
 with the next message. On closing, the episode's outcome, message counts, interventions by
 reason and e-stop presses go into the bag's metadata (``custom_data['wam_runtime.episode']``)
 and as one JSON line into ``<output_dir>/episodes.jsonl``. Messages are written on a
-separate thread, so callbacks never wait for the disk.
+separate thread, so callbacks never wait for the disk. ``/diagnostics`` (``<node>: recorder``)
+reports episodes written, the queue, write errors and, per recorded topic, the publishers
+its subscription has matched (``topics_without_publishers``): a recording started with
+the nodes holds a topic only from the moment the recorder has discovered its publisher.
 """
 
 from collections import deque
@@ -24,7 +27,7 @@ import os
 import threading
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
-from diagnostic_msgs.msg import DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 from std_msgs.msg import Bool, String
@@ -35,7 +38,8 @@ from wam_runtime.core.interfaces import (
     camera_topic, COMPRESSED_IMAGE, DIAGNOSTIC_ARRAY, DIAGNOSTICS, Endpoint, EPISODE_OUTCOME,
     ESTOP, EVENTS, IMAGE, RECORDED, RELIABLE, SENSOR, SIM_CAMERA, STRING)
 from wam_runtime.core.params import Kind
-from wam_runtime.ros.common import ConfigError, declare_params, ParamSpec, run_node
+from wam_runtime.ros.common import ConfigError, declare_params, diagnostic_array, ParamSpec, \
+    run_node
 from wam_runtime.ros.interface_types import message_class, qos
 
 PARAMS = (
@@ -51,6 +55,9 @@ PARAMS = (
     ParamSpec('max_episode_s', 0.0, 'End an episode after this long (s; 0 = no limit).'),
     ParamSpec('episode_prefix', 'episode', 'Episode folder name prefix.'),
     ParamSpec('record_diagnostics', False, 'Also record /diagnostics.'),
+    ParamSpec('diagnostics_period_s', 1.0,
+              'Period of /diagnostics messages (s): episodes written, queue, errors and '
+              'the publishers matched per recorded topic.'),
 )
 
 SPLIT = 'split'
@@ -95,6 +102,9 @@ class RecorderNode(Node):
                               f'{sorted(STORAGE_PLUGINS)}')
         if p['max_episode_s'] < 0:
             raise ConfigError(f'max_episode_s: must be >= 0, got {p["max_episode_s"]}')
+        if not p['diagnostics_period_s'] > 0:
+            raise ConfigError('diagnostics_period_s: must be > 0, got '
+                              f'{p["diagnostics_period_s"]}')
         compressed = list(p['compressed_cameras'] or [])
         unknown = sorted(set(compressed) - set(p['camera_names']))
         if unknown:
@@ -123,20 +133,41 @@ class RecorderNode(Node):
                        self.resolve_topic_name(ESTOP): 'estop'}
         self._roles.update({self.resolve_topic_name(e.topic): 'camera' for e in endpoints
                             if e.msgtype in (IMAGE, COMPRESSED_IMAGE)})
-        self._subs = []
+        self._subs: Dict[str, Any] = {}
         for e in endpoints:
             name = self.resolve_topic_name(e.topic)
-            self._subs.append(self.create_subscription(
+            self._subs[name] = self.create_subscription(
                 message_class(e.msgtype), e.topic,
                 lambda raw, n=name, m=e.msgtype: self._on_message(n, m, raw), qos(e),
-                raw=True))
+                raw=True)
         self.create_service(Trigger, 'recorder/split', self._on_split)
+        self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
+        self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics)
         self._thread = threading.Thread(target=self._writer_loop, name='episode_writer',
                                         daemon=True)
         self._thread.start()
         self.get_logger().info(
             f'recording episodes ({p["storage_id"]}) to {self.output_dir}: '
             f'{[e.topic for e in endpoints]}')
+
+    def matched_publishers(self) -> Dict[str, int]:
+        """Return the publishers each recorded topic's subscription has matched."""
+        return {topic: sub.get_publisher_count() for topic, sub in self._subs.items()}
+
+    def _publish_diagnostics(self) -> None:
+        matched = self.matched_publishers()
+        silent = sorted(t for t, n in matched.items() if n == 0)
+        values: Dict[str, Any] = {
+            'episodes_written': len(self.written), 'queued': len(self._queue),
+            'write_errors': len(self.errors), 'episode_open': self._episode is not None,
+            # What a missing publisher (a node not yet discovered) would leave out of a bag.
+            'topics_without_publishers': ' '.join(silent)}
+        values.update({f'publishers {t}': n for t, n in sorted(matched.items())})
+        level = DiagnosticStatus.WARN if self.errors else DiagnosticStatus.OK
+        message = (f'{len(self.errors)} write errors' if self.errors else
+                   f'{len(matched) - len(silent)} of {len(matched)} topics have publishers')
+        self._diag_pub.publish(diagnostic_array(self, f'{self.get_name()}: recorder', level,
+                                                message, values))
 
     def _first_free_index(self) -> int:
         prefix = self.p['episode_prefix'] + '_'
