@@ -140,6 +140,9 @@ def test_every_recorded_chunk_is_reproduced_bit_for_bit(live_episode, tmp_path):
     assert chunks['recorded'] == topics['/policy/action_chunk'], chunks
     assert chunks['matched'] == chunks['recorded'] - early, chunks
     assert chunks['max_abs_rad'] == 0.0, chunks
+    # What the robot ran: all of it but those early ones, from its own tick times.
+    assert chunks['executed'] >= 20 and chunks['executed'] - chunks['executed_matched'] <= early
+    assert s['inputs']['ticks'] == 'recorded', s['inputs']
     # A second replay is the same, file for file (a replay is a function of the bag).
     code, s2 = _replay(bag, config, model, tmp_path / 'b')
     assert code == 0 and s2['divergence'] == s['divergence']

@@ -103,26 +103,35 @@ RECORDED: Tuple[Endpoint, ...] = (
 
 # ---------------------------------------------------------------- safety/execution
 # One per control tick while a chunk executes: the feedback policy_node uses to start the
-# next inference before the current chunk runs out. The chunk's stamp travels as its two
-# integer fields (exact in float64), never as float seconds.
+# next inference before the current chunk runs out, and (on the controller's clock) the
+# time of the tick and the time the chunk was adopted, that replay ticks and adopts at.
+# Stamps travel as their two integer fields (exact in float64), never as float seconds;
+# an unknown adoption time is NaN.
 EXECUTION_LABELS = ('chunk_stamp_sec', 'chunk_stamp_nanosec', 'executed_step', 'remaining_s',
-                    'playback_speed', 'lag_s')
+                    'playback_speed', 'lag_s', 'tick_sec', 'tick_nanosec', 'adopted_sec',
+                    'adopted_nanosec')
 
 
 def execution_data(chunk_stamp_ns: int, executed_step: int, remaining_s: float,
-                   playback_speed: float, lag_s: float) -> List[float]:
+                   playback_speed: float, lag_s: float, tick_ns: int,
+                   adopted_ns: Optional[int] = None) -> List[float]:
     """Return the ``safety/execution`` data in the order of :data:`EXECUTION_LABELS`."""
     sec, nanosec = split_ns(chunk_stamp_ns)
+    tick_sec, tick_nanosec = split_ns(tick_ns)
+    adopted = [float(v) for v in split_ns(adopted_ns)] if adopted_ns is not None \
+        else [math.nan, math.nan]
     return [float(sec), float(nanosec), float(executed_step), float(remaining_s),
-            float(playback_speed), float(lag_s)]
+            float(playback_speed), float(lag_s), float(tick_sec), float(tick_nanosec)] + adopted
 
 
 def execution_fields(labels: Sequence[str], data: Sequence[float]) -> Optional[Mapping]:
     """Read ``safety/execution`` (Float64MultiArray) by its ``layout.dim`` labels.
 
-    Returns ``{'chunk_stamp_ns': int, 'remaining_s': float, 'playback_speed': float, ...}``
-    or None when the stamp or the remaining horizon is missing or not finite. Without labels
-    the fields are taken in the order of :data:`EXECUTION_LABELS`.
+    Returns ``{'chunk_stamp_ns': int, 'remaining_s': float, 'playback_speed': float,
+    'tick_ns': int or None, 'adopted_ns': int or None, ...}`` or None when the stamp or the
+    remaining horizon is missing or not finite (the times are None where unknown or in
+    feedback from before they were sent). Without labels the fields are taken in the order
+    of :data:`EXECUTION_LABELS`.
     """
     names = list(labels) if labels else list(EXECUTION_LABELS)
     if len(names) > len(data):
@@ -137,6 +146,9 @@ def execution_fields(labels: Sequence[str], data: Sequence[float]) -> Optional[M
         return None
     out = dict(values)
     out['chunk_stamp_ns'] = stamp_ns
+    for key in ('tick', 'adopted'):
+        pair = values.get(f'{key}_sec'), values.get(f'{key}_nanosec')
+        out[f'{key}_ns'] = None if None in pair else from_float_pair(*pair)
     speed = values.get('playback_speed', 1.0)
     out['playback_speed'] = speed if math.isfinite(speed) else 1.0
     return out

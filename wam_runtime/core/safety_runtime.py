@@ -13,7 +13,7 @@ Not thread-safe: a driver with several threads calls it under one lock, except
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -66,6 +66,7 @@ class SafetyRuntime:
         self.joints = JointStateMerge(self.joint_names, setup.config.state_timeout_s,
                                       self.held)
         self._incomplete_since: Optional[float] = None
+        self._adopted: Tuple[Optional[int], int] = (None, 0)   # (chunk stamp, when) ns
 
     # ------------------------------------------------------------------ inputs
     def on_joint_state(self, names: Sequence[str], positions: Sequence[float], stamp_ns: int,
@@ -113,6 +114,7 @@ class SafetyRuntime:
             self.controller.adopt_chunk(chunk, now_ns * 1e-9)
         except ChunkError as exc:
             return self.reject(exc, chunk.stamp_ns, now_ns)
+        self._adopted = (chunk.stamp_ns, now_ns)
         return Reaction()
 
     def on_chunk(self, joint_names: Sequence[str], stamp_ns: int, times_s: Sequence[float],
@@ -167,7 +169,9 @@ class SafetyRuntime:
         if result.chunk_stamp_ns is not None:
             s = c.scheduler
             out.execution = execution_data(result.chunk_stamp_ns, s.executed_step(),
-                                           s.remaining_s(), s.speed, s.lag_s())
+                                           s.remaining_s(), s.speed, s.lag_s(), now_ns,
+                                           self._adopted[1] if self._adopted[0] ==
+                                           result.chunk_stamp_ns else None)
         for iv in result.interventions:
             fault = c.following_fault if iv.reason == ctl.FOLLOWING_ERROR else None
             text = following.describe(self.joint_names[fault.joint], fault) if fault else ''

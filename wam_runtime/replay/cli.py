@@ -25,16 +25,20 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
+import numpy as np
+
 from wam_runtime.bag import BagError, BagWriter, open_bag, storage_file
 from wam_runtime.core.inference import file_sha256
 from wam_runtime.core.policy_config import check_against_contract
+from wam_runtime.core.stamps import s_to_ns
 from wam_runtime.replay import realtime, report
 from wam_runtime.replay.config import CONFIG_ERRORS, EXIT_CONFIG, EXIT_INPUT, EXIT_INTERRUPTED, \
     EXIT_OK, load_policy, setup, UsageError
 from wam_runtime.replay.outputs import BAG_NAME, check_expect, data_loss, error_summary, \
     prepare_out, print_summary, Progress
 from wam_runtime.replay.pipeline import ReplayPipeline
-from wam_runtime.replay.topics import InputError, recorded_inferences, resolve_inputs
+from wam_runtime.replay.topics import InputError, recorded_inferences, recorded_ticks, \
+    resolve_inputs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument('--gate', choices=('auto', 'open', 'recorded'), default='auto',
                     help="'open' from the start, or 'recorded': open while the recorded run "
                          "published gated commands (auto: 'recorded' when it has them)")
+    ap.add_argument('--ticks', choices=('auto', 'grid', 'recorded'), default='auto',
+                    help="when the gate ticks: 'grid' every control period, 'recorded' at "
+                         "the recorded run's gated commands, one tick each (auto: "
+                         "'recorded' with --gate recorded when the recorded commands come "
+                         'at the configured control rate)')
     ap.add_argument('--namespace', default='replay',
                     help='namespace of the replay outputs in the output bag')
     ap.add_argument('--expect', metavar='OLD/summary.json',
@@ -155,10 +164,27 @@ def run_offline(args) -> int:
             return EXIT_INPUT
         inputs['schedule'] = schedule
         inputs['gate'] = gate
+        period_s = safety.config.control_period_s
+        ticks = args.ticks
+        schedule_ns = recorded_ticks(bag, topics, s_to_ns(period_s)) \
+            if gate == 'recorded' and ticks != 'grid' else None
+        if ticks == 'auto':
+            ticks = 'recorded' if schedule_ns is not None and abs(
+                np.median(np.diff(schedule_ns)) * 1e-9 - period_s) <= 0.05 * period_s \
+                else 'grid'
+        if ticks == 'recorded' and schedule_ns is None:
+            msg = ('--ticks recorded needs --gate recorded and recorded gated commands'
+                   if gate != 'recorded' else '--ticks recorded: the bag has too few recorded '
+                   'gated commands')
+            print(f'[wam_runtime] replay: {msg}', file=sys.stderr)
+            error_summary(out, 'error', msg, inputs)
+            return EXIT_CONFIG
+        inputs['ticks'] = ticks
         bag_path = os.path.join(out, BAG_NAME)
         writer = BagWriter(bag_path, 'mcap')
         pipe = ReplayPipeline(policy, config, safety, topics, writer, args.inference_delay_s,
-                              ns, bag.topics, recorded, gate == 'recorded')
+                              ns, bag.topics, recorded, gate == 'recorded',
+                              tick_schedule_ns=schedule_ns if ticks == 'recorded' else None)
         if recorded is not None:
             inputs['schedule_inputs'] = 'inference_inputs' if pipe.reruns else 'frame_stamps'
         status, error, code = 'ok', None, EXIT_OK

@@ -23,13 +23,17 @@ recorded chunks carry.
 Gate: ``open`` enables the safety runtime from the start; ``recorded`` opens it when the
 recorded run's gated commands start and closes it (controlled stop) when they stop for
 ``gate_gap_s``, so that the replay commands the robot when the recorded run did.
+
+Ticks: every control period of the bag clock, or (with the recorded gate, ``--ticks
+recorded``) once at each recorded gated command: one replay tick per tick of the robot,
+on the robot's own (jittered) schedule, each compared with the command that tick sent.
 """
 
 import bisect
 from collections import OrderedDict
 import heapq
 import math
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -63,13 +67,17 @@ class ReplayPipeline:
                  inference_delay_s: float = 0.01, namespace: str = 'replay',
                  topic_info: Optional[Mapping[str, TopicInfo]] = None,
                  recorded: Optional[Mapping[int, RecordedInference]] = None,
-                 gate_follows_recording: bool = False, gate_gap_s: float = 0.1) -> None:
+                 gate_follows_recording: bool = False, gate_gap_s: float = 0.1,
+                 tick_schedule_ns: Optional[Sequence[int]] = None) -> None:
         """Build both runtimes from validated parameters.
 
         ``recorded`` (the recorded chunks by stamp, ``topics.recorded_inferences``) selects
         the ``recorded`` inference schedule; ``gate_follows_recording`` the ``recorded``
-        gate.
+        gate; ``tick_schedule_ns`` (with it; ``topics.recorded_ticks``) ticks at the recorded
+        run's tick times instead of every control period.
         """
+        if tick_schedule_ns is not None and not gate_follows_recording:
+            raise ValueError('tick_schedule_ns needs gate_follows_recording')
         self.policy_rt = PolicyRuntime(config, policy, 1)
         self.contract = policy.contract
         self.safety_rt = SafetyRuntime(safety, enabled=not gate_follows_recording)
@@ -78,6 +86,8 @@ class ReplayPipeline:
         self._period_ns = s_to_ns(safety.config.control_period_s)
         self.delay_ns = s_to_ns(inference_delay_s)
         self._follow_gate = gate_follows_recording
+        self._schedule = sorted(tick_schedule_ns) if tick_schedule_ns is not None else None
+        self._schedule_i = 0
         self._gate_gap_s = gate_gap_s
         self._last_recorded_cmd = -math.inf
         self._gate_open = not gate_follows_recording
@@ -138,7 +148,7 @@ class ReplayPipeline:
         self._last_log_ns = rec.t_ns
         if run.first_ns is None:
             run.first_ns = rec.t_ns
-            self._next_tick = rec.t_ns + self._period_ns
+            self._next_tick = self._following_tick(rec.t_ns)
         run.last_ns = rec.t_ns
         self._advance(rec.t_ns, inclusive=False)
         self.now_ns = rec.t_ns
@@ -225,13 +235,17 @@ class ReplayPipeline:
 
     def _on_recorded_commands(self, rec: Record, msg, arg) -> None:
         if self._follow_gate:
-            self._last_recorded_cmd = rec.t_ns * 1e-9
-            if not self._gate_open:
-                self._gate_open = True
-                self.core.set_enabled(True)
+            self._open_gate(rec.t_ns)
         q = command_positions(rec.msgtype, msg, self.run.joint_names)
         if q is not None:
             self.run.recorded_commands.append((rec.t_ns * 1e-9, q))
+
+    def _open_gate(self, t_ns: int) -> None:
+        """Follow the recorded gate: open (if closed) and note that it was open at ``t_ns``."""
+        self._last_recorded_cmd = max(self._last_recorded_cmd, t_ns * 1e-9)
+        if not self._gate_open:
+            self._gate_open = True
+            self.core.set_enabled(True)
 
     def _on_recorded_events(self, rec: Record, msg, arg) -> None:
         self.run.recorded_events.append((rec.t_ns * 1e-9, str(msg.name)))
@@ -273,12 +287,17 @@ class ReplayPipeline:
         self.run.inferences += 1
         self.run.reran += 1
         at = entry.logged_ns
-        if entry.first_executed_ns is not None:
-            # The robot's controller first ran it on the tick whose feedback was logged
-            # then: handed in half a period before, the replay tick nearest to that one is
-            # the first to run it, however late the recorder received the chunk itself.
+        if entry.adopted_ns is not None:
+            at = entry.adopted_ns             # when the robot's controller adopted it
+        elif entry.first_tick_ns is not None:
+            # The robot's controller first ran it on that tick: handed in within the period
+            # before it (at the recorder's receive time where that lies there).
+            at = min(max(at, entry.first_tick_ns - self._period_ns + 1), entry.first_tick_ns - 1)
+        elif entry.first_executed_ns is not None:
+            # Feedback without tick times: the replay tick nearest to the one whose feedback
+            # was logged then is the first to run it.
             at = entry.first_executed_ns - self._period_ns // 2
-        self._push(max(at, t_ns), 'chunk', chunk)
+        self._push(max(at, t_ns), 'adopted' if entry.adopted_ns is not None else 'chunk', chunk)
 
     def _push(self, t_ns: int, kind: str, payload: Any) -> None:
         self._seq += 1
@@ -324,6 +343,14 @@ class ReplayPipeline:
             self.policy_rt.on_execution(EXECUTION_LABELS, tick.execution, t_ns)
         self._react(t_ns, tick)
 
+    def _following_tick(self, t_ns: int) -> Optional[int]:
+        """Return the first tick after ``t_ns``: the next recorded one, or a period on."""
+        if self._schedule is None:
+            return t_ns + self._period_ns
+        i = bisect.bisect_right(self._schedule, t_ns, self._schedule_i)
+        self._schedule_i = i
+        return self._schedule[i] if i < len(self._schedule) else None
+
     def _advance(self, t_ns: int, inclusive: bool) -> None:
         while True:
             tick = self._next_tick
@@ -333,7 +360,10 @@ class ReplayPipeline:
                     return
                 _, _, kind, payload = heapq.heappop(self._heap)
                 self.now_ns = due
-                if kind == 'chunk':
+                if kind == 'adopted' and self._follow_gate and not self._gate_open:
+                    # The robot adopted this chunk, so its gate was open by then.
+                    self._open_gate(due)
+                if kind in ('chunk', 'adopted'):
                     self._deliver(due, payload)
                 elif self._waiting:
                     self._poll(due)              # the wait for a lagging part ends
@@ -341,7 +371,7 @@ class ReplayPipeline:
             if tick is None or tick > t_ns or (tick == t_ns and not inclusive):
                 return
             self.now_ns = tick
-            self._next_tick = tick + self._period_ns
+            self._next_tick = self._following_tick(tick)
             self._tick(tick)
 
     def finish(self) -> RunData:

@@ -83,7 +83,8 @@ def divergence(run: RunData, control_period_s: float) -> Optional[Dict[str, Any]
     tick at or before it. ``policy_first_step``: each replay chunk's first target against
     the recorded command interpolated at the time it is due. ``chunks_vs_recorded``: replay
     chunks against recorded chunks with the same stamp (the same model on the same inputs
-    gives the same chunk).
+    gives the same chunk); ``executed``: the recorded chunks the robot ran (named by
+    ``safety/execution``), ``executed_matched`` of them reproduced.
     """
     out: Dict[str, Any] = {}
     if run.recorded_commands and run.commands:
@@ -102,12 +103,16 @@ def divergence(run: RunData, control_period_s: float) -> Optional[Dict[str, Any]
             out['policy_first_step'] = _stats(first[covered] - q[covered])
     if run.recorded_chunks and run.chunks:
         diffs = []
+        matched = set()
         for _, stamp_ns, pts in run.chunks:
             old = run.recorded_chunks.get(stamp_ns)
             if old is not None and old.shape == pts.shape:
                 diffs.append(float(np.abs(old - pts).max()))
+                matched.add(stamp_ns)
+        executed = run.recorded_executed & set(run.recorded_chunks)
         out['chunks_vs_recorded'] = {
             'matched': len(diffs), 'recorded': len(run.recorded_chunks),
+            'executed': len(executed), 'executed_matched': len(executed & matched),
             'max_abs_rad': _r(max(diffs)) if diffs else None,
             'mean_max_abs_rad': _r(float(np.mean(diffs))) if diffs else None,
             'executed_not_recorded': len(executed_not_recorded(run))}

@@ -8,6 +8,7 @@ when it was logged and when the robot first ran it, so that ``--schedule recorde
 every recorded inference on exactly its inputs.
 """
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -157,12 +158,16 @@ class RecordedInference:
     """A recorded chunk: when it was logged and, if recorded, what it was inferred from.
 
     ``first_executed_ns``: the log time of the first ``safety/execution`` message that
-    names it, the robot's first control tick on it (None: never executed).
+    names it, the robot's first control tick on it (None: never executed);
+    ``first_tick_ns``: that tick's own time and ``adopted_ns`` the time the controller
+    adopted the chunk, where the feedback carries them.
     """
 
     logged_ns: int
     inputs: Optional[InferenceInputs] = None
     first_executed_ns: Optional[int] = None
+    first_tick_ns: Optional[int] = None
+    adopted_ns: Optional[int] = None
 
 
 def inference_inputs_of(msg) -> Optional[InferenceInputs]:
@@ -177,7 +182,7 @@ def recorded_inferences(bag, topics: InputTopics) -> Dict[int, RecordedInference
     wanted = [t for t in (topics.recorded_chunks, topics.recorded_inputs,
                           topics.recorded_execution) if t]
     inputs: Dict[int, InferenceInputs] = {}
-    executed: Dict[int, int] = {}
+    executed: Dict[int, Tuple[int, Optional[int], Optional[int]]] = {}
     try:
         for rec in bag.messages(wanted):
             try:
@@ -191,7 +196,8 @@ def recorded_inferences(bag, topics: InputTopics) -> Dict[int, RecordedInference
                 fields = execution_fields([str(d.label) for d in msg.layout.dim],
                                           list(msg.data))
                 if fields is not None:
-                    executed.setdefault(fields['chunk_stamp_ns'], rec.t_ns)
+                    executed.setdefault(fields['chunk_stamp_ns'], (
+                        rec.t_ns, fields['tick_ns'], fields['adopted_ns']))
             else:
                 parsed = inference_inputs_of(msg)
                 if parsed is not None:
@@ -200,5 +206,40 @@ def recorded_inferences(bag, topics: InputTopics) -> Dict[int, RecordedInference
         pass      # the main pass reports where the bag breaks
     for stamp, entry in out.items():
         entry.inputs = inputs.get(stamp)
-        entry.first_executed_ns = executed.get(stamp)
+        entry.first_executed_ns, entry.first_tick_ns, entry.adopted_ns = executed.get(
+            stamp, (None, None, None))
     return out
+
+
+def recorded_ticks(bag, topics: InputTopics, period_ns: int) -> Optional[List[int]]:
+    """Return the times of the recorded run's control ticks (ns; None: fewer than 10).
+
+    A tick is the time ``safety/execution`` carries (the controller's clock), else, for a
+    recorded gated command without such a tick in the period before it (no chunk running
+    yet, or an older bag), the command's log time.
+    """
+    wanted = [t for t in (topics.recorded_commands, topics.recorded_execution) if t]
+    if not topics.recorded_commands:
+        return None
+    ticks: List[int] = []
+    commands: List[int] = []
+    try:
+        for rec in bag.messages(wanted):
+            if rec.topic == topics.recorded_commands:
+                commands.append(rec.t_ns)
+                continue
+            try:
+                msg = typestore().deserialize_cdr(rec.data, rec.msgtype)
+            except Exception:  # noqa: B902 - corrupt bytes: the main pass counts them
+                continue
+            fields = execution_fields([str(d.label) for d in msg.layout.dim], list(msg.data))
+            if fields is not None and fields['tick_ns'] is not None:
+                ticks.append(fields['tick_ns'])
+    except BagError:
+        pass      # the main pass reports where the bag breaks
+    ticks = sorted(set(ticks))
+    for t in commands:
+        i = bisect.bisect_right(ticks, t)
+        if i == 0 or t - ticks[i - 1] > period_ns:
+            bisect.insort(ticks, t)
+    return ticks if len(ticks) >= 10 else None

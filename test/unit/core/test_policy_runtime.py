@@ -103,12 +103,12 @@ def test_remaining_trigger_infers_early_when_the_chunk_runs_out(models):
     rt.on_published(chunk, 10 * MS)
     rt.on_frame('scene', 100 * MS, _frame(100), 100 * MS)
     _state(rt, 100 * MS)
-    plenty = execution_data(chunk.stamp_ns, 2, 0.7, 1.0, 0.0)
+    plenty = execution_data(chunk.stamp_ns, 2, 0.7, 1.0, 0.0, 100 * MS)
     assert rt.on_execution(EXECUTION_LABELS, plenty, 100 * MS)
     assert rt.poll(100 * MS).outcome == EARLY              # 1 Hz window, 0.7 s left
     rt.on_frame('scene', 150 * MS, _frame(100), 150 * MS)
     _state(rt, 150 * MS)
-    running_out = execution_data(chunk.stamp_ns, 12, 0.2, 1.0, 0.0)
+    running_out = execution_data(chunk.stamp_ns, 12, 0.2, 1.0, 0.0, 150 * MS)
     assert rt.on_execution(EXECUTION_LABELS, running_out, 150 * MS)
     assert rt.poll(150 * MS).outcome == CHUNK              # runs out: go now
     assert not rt.on_execution(['chunk_stamp_sec'], [1.0], 160 * MS)
@@ -128,7 +128,7 @@ def test_rerun_on_recorded_inputs_is_bit_for_bit(models):
         assert step.outcome == CHUNK
         live.on_published(step.chunk, t + 20 * MS)
         live.on_execution(EXECUTION_LABELS, execution_data(step.chunk.stamp_ns, 1, 0.7, 1.0,
-                                                           0.0), t + 30 * MS)
+                                                           0.0, t + 25 * MS), t + 30 * MS)
         chunks.append(step.chunk)
     assert chunks[-1].inputs.prefix_targets is not None      # the prefix was in use
     for late_ms, differs in ((20, False), (250, True)):

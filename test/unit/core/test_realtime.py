@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from wam_runtime.core.interfaces import execution_fields, EXECUTION_LABELS
+from wam_runtime.core.interfaces import execution_data, execution_fields, EXECUTION_LABELS
 from wam_runtime.core.realtime import ExecutionTracker
 from wam_runtime.core.stamps import s_to_ns as ns
 
@@ -68,9 +68,19 @@ def test_feedback_names_chunks_exactly_one_nanosecond_apart():
 
 def test_execution_feedback_is_read_by_label():
     sec, nanosec = 1_700_000_000, 123_456_789
-    fields = execution_fields(EXECUTION_LABELS, [sec, nanosec, 3, 0.25, 0.8, 0.01])
+    fields = execution_fields(EXECUTION_LABELS, [sec, nanosec, 3, 0.25, 0.8, 0.01, sec + 1, 5])
     assert fields['chunk_stamp_ns'] == sec * 1_000_000_000 + nanosec
     assert fields['remaining_s'] == 0.25 and fields['playback_speed'] == 0.8
+    assert fields['tick_ns'] == (sec + 1) * 1_000_000_000 + 5
+    data = execution_data(fields['chunk_stamp_ns'], 3, 0.25, 0.8, 0.01, fields['tick_ns'])
+    assert data[:8] == [sec, nanosec, 3, 0.25, 0.8, 0.01, sec + 1, 5]
+    assert fields['adopted_ns'] is None and execution_fields(EXECUTION_LABELS, data)[
+        'adopted_ns'] is None                      # NaN: adoption time unknown
+    data = execution_data(fields['chunk_stamp_ns'], 3, 0.25, 0.8, 0.01, 7, adopted_ns=6)
+    assert execution_fields(EXECUTION_LABELS, data)['adopted_ns'] == 6
+    # Feedback from before the tick time was sent: read, without it.
+    assert execution_fields(EXECUTION_LABELS[:6], [sec, nanosec, 3, 0.25, 0.8, 0.01])[
+        'tick_ns'] is None
     # Another field order (or an extra field) is read by the labels, not by position.
     labels = ['remaining_s', 'extra', 'chunk_stamp_nanosec', 'chunk_stamp_sec']
     fields = execution_fields(labels, [0.5, 7.0, nanosec, sec])

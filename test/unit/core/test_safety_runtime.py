@@ -51,6 +51,8 @@ def test_a_chunk_runs_and_feeds_back_execution():
         last = tick
     fields = execution_fields(EXECUTION_LABELS, last.execution)
     assert fields['chunk_stamp_ns'] == 0 and fields['remaining_s'] > 0
+    assert fields['tick_ns'] == t              # the tick's own time, exact
+    assert fields['adopted_ns'] == 0           # when the chunk was adopted
     assert np.all(last.command > 0.0)
 
 
