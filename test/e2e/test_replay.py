@@ -323,7 +323,8 @@ def _synthetic_bag(path, seconds=2.0, camera=True, joint_type='sensor_msgs/msg/J
     """Write camera frames (30 Hz, 64x64; raw or JPEG) and joint states (100 Hz).
 
     ``split_joints``: two drivers on one topic, the first four joints and the last two in
-    separate messages 1 ms apart (an arm driver and a gripper driver).
+    separate messages (an arm driver and a gripper driver), the gripper's stamped 3 ms
+    before the arm's but received after it: their stamps interleave out of order.
     """
     ts = typestore()
     types = ts.types
@@ -337,12 +338,13 @@ def _synthetic_bag(path, seconds=2.0, camera=True, joint_type='sensor_msgs/msg/J
     for k in range(int(seconds * 100)):
         t = t0 + k * 10_000_000
         if joint_type == 'sensor_msgs/msg/JointState' and split_joints:
-            for part, dt in ((slice(0, 4), 0), (slice(4, 6), 1_000_000)):
+            for part, dt, log_dt in ((slice(0, 4), 0, 1_000_000),
+                                     (slice(4, 6), -3_000_000, 2_000_000)):
                 names = JOINTS[part]
                 msg = types[joint_type](header=header(t + dt), name=names,
                                         position=np.full(len(names), 0.1 * np.sin(k / 50)),
                                         velocity=np.zeros(0), effort=np.zeros(0))
-                entries.append((t + dt + 1_000_000, '/joint_states', joint_type,
+                entries.append((t + log_dt, '/joint_states', joint_type,
                                 bytes(ts.serialize_cdr(msg, joint_type)), '', ''))
             continue
         if joint_type == 'sensor_msgs/msg/JointState':
@@ -426,6 +428,9 @@ def test_joint_states_from_two_drivers_on_one_topic_are_merged(tmp_path, slice_m
     code, s = replay(bag, tmp_path / 'out', config=SLICE, model=slice_model)
     assert code == 0, s
     assert 'joint_state_rejected' not in s['safety'].get('counters', {}), s['safety']
+    # Each driver's stamps go forward: none of their messages is skipped as going back.
+    assert s['messages']['skipped'] == {}, s['messages']
+    assert s['messages']['read']['/joint_states'] == 400
     assert 15 <= s['policy']['inferences'] <= 21
     assert s['safety']['commands'] > 150
     assert s['safety']['commands_outside_limits'] == 0

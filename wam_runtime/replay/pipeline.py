@@ -121,7 +121,7 @@ class ReplayPipeline:
         self.run = RunData(list(self.core.joint_names), lim.lower.copy(), lim.upper.copy(),
                            dt_s=self.contract.action.dt_s)
         self._last_log_ns: Optional[int] = None
-        self._last_stamp: Dict[str, int] = {}
+        self._last_stamp: Dict[Tuple[str, Any], int] = {}
         self.now_ns = 0
 
     # ------------------------------------------------------------------ output
@@ -172,12 +172,14 @@ class ReplayPipeline:
         kind, arg = role
         getattr(self, f'_on_{kind}')(rec, msg, arg)
 
-    def _monotonic(self, topic: str, stamp: int) -> bool:
-        last = self._last_stamp.get(topic)
+    def _monotonic(self, topic: str, stamp: int, stream: Any = None) -> bool:
+        """Whether ``stamp`` does not go back on its stream (a topic, or a part of one)."""
+        key = (topic, stream)
+        last = self._last_stamp.get(key)
         if last is not None and stamp < last:
             self.run.skip(f'stamp_backwards:{topic}')
             return False
-        self._last_stamp[topic] = stamp
+        self._last_stamp[key] = stamp
         return True
 
     def _on_camera(self, rec: Record, msg, arg) -> None:
@@ -213,9 +215,11 @@ class ReplayPipeline:
 
     def _on_joint_states(self, rec: Record, msg, arg) -> None:
         stamp = to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec)
-        if not self._monotonic(rec.topic, stamp):
-            return
         names, positions = list(msg.name), msg.position
+        # Several drivers may share the topic (an arm and a gripper): each set of joint
+        # names is a stream of its own, whose stamps interleave with the others'.
+        if not self._monotonic(rec.topic, stamp, tuple(names)):
+            return
         try:
             self.policy_rt.on_joint_state(names, positions, stamp, rec.t_ns, rec.topic)
         except JointStateError:
