@@ -1,11 +1,20 @@
-"""sim_node: the reference MuJoCo world on ROS 2.
+"""sim_node: a MuJoCo world on ROS 2 (parameter ``world``, see :mod:`wam_runtime.sim.worlds`).
 
-Publishes ``camera/<camera>/image_raw`` (rgb8), ``joint_states`` and, under
-``use_sim_time``, ``/clock``; takes ``commands`` (Float64MultiArray in joint order, the
+``world:=reference`` (default): the 6-DoF reaching arm, camera ``scene``, joints
+``joint_1``..``joint_6``. ``world:=aloha_transfer_cube``: gym-aloha's bimanual transfer-cube
+task, camera ``top`` (wrist cameras ``left_wrist``, ``right_wrist`` through
+``camera_names``), the 14 joints ``left_waist``..``right_gripper`` in the package's action
+units (grippers normalised, 0 closed .. 1 open), stepped in 0.02 s control steps.
+
+Publishes ``camera/<camera>/image_raw`` (rgb8) per camera in ``camera_names``,
+``joint_states`` (each time the world has advanced) and, under ``use_sim_time``,
+``/clock``; takes ``commands`` (Float64MultiArray in joint order, the
 forward_command_controller interface) as position targets. ``sim/reset`` (std_srvs/Trigger)
 starts an episode with the seed in parameter ``episode_seed`` (then advances it by one);
 ``sim/episode_outcome`` (std_msgs/String, JSON, transient local) reports each episode's
-seed, success, time to success and minimum distance to the target.
+``seed``, ``success``, ``time_s`` (to success or timeout) and the world's own fields
+(reference: ``min_distance_m``, ``final_distance_m``; ALOHA: ``reward``, ``best_reward``,
+``max_reward``; see :mod:`wam_runtime.sim.worlds`).
 
 Physics runs on its own thread, stepped to follow the wall clock (times
 ``real_time_factor``); rendering happens on the same thread at ``camera_rate_hz``.
@@ -27,16 +36,31 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from wam_runtime.core.params import LIVE
-from wam_runtime.ros.common import ConfigError, declare_params, ParamSpec, run_node
-from wam_runtime.ros.conversions import image_msg, s_to_time
-from wam_runtime.sim.world import ReachWorld, validate_seed
+from wam_runtime.core.params import Kind, LIVE
+from wam_runtime.core.stamps import s_to_ns
+from wam_runtime.ros.common import (
+    ConfigError, declare_params, ns_to_time, ParamSpec, run_node)
+from wam_runtime.ros.conversions import image_msg
+from wam_runtime.sim.world import validate_seed
+from wam_runtime.sim.worlds import Episode, make_world, world_spec
 
 PARAMS = (
-    ParamSpec('camera_width', 128, 'Rendered image width (px).'),
-    ParamSpec('camera_height', 128, 'Rendered image height (px).'),
+    ParamSpec('world', 'reference',
+              "The simulated world: 'reference' (the 6-DoF reaching arm and a red cube) or "
+              "'aloha_transfer_cube' (gym-aloha's bimanual transfer-cube task, 14 joints)."),
+    ParamSpec('camera_names', Kind('string_array'),
+              "Cameras published on camera/<name>/image_raw; not set = the world's default "
+              '(reference: scene; aloha_transfer_cube: top; it also has left_wrist, '
+              'right_wrist).', optional=True),
+    ParamSpec('camera_width', 0, "Rendered image width (px); 0 = the world's default "
+                                 '(reference 128, aloha_transfer_cube 640).'),
+    ParamSpec('camera_height', 0, "Rendered image height (px); 0 = the world's default "
+                                  '(reference 128, aloha_transfer_cube 480).'),
     ParamSpec('camera_rate_hz', 30.0, 'Camera frame rate (Hz).'),
-    ParamSpec('joint_state_rate_hz', 200.0, 'Physics loop and joint_states rate (Hz).'),
+    ParamSpec('joint_state_rate_hz', 200.0,
+              'Physics loop rate and the most joint_states per second (Hz); '
+              'aloha_transfer_cube steps in 0.02 s control steps and publishes once per '
+              'step (50 Hz).'),
     ParamSpec('real_time_factor', 1.0, 'Simulated seconds per wall-clock second.'),
     ParamSpec('episode_seed', 10000, 'Seed of the next episode started by sim/reset; '
                                      'must be >= 0. Training used seeds below 10000.',
@@ -46,7 +70,7 @@ PARAMS = (
 
 
 class SimNode(Node):
-    """ROS wiring of ReachWorld: a physics thread, command input, reset, outcomes."""
+    """ROS wiring of a world: a physics thread, command input, reset, outcomes."""
 
     def __init__(self) -> None:
         super().__init__('sim_node')
@@ -57,9 +81,15 @@ class SimNode(Node):
                     'episode_timeout_s'):
             if p[key] <= 0:
                 raise ConfigError(f'{key}: must be > 0, got {p[key]}')
+        for key in ('camera_width', 'camera_height'):
+            if p[key] < 0:
+                raise ConfigError(f"{key}: must be >= 0 (0 = the world's default), "
+                                  f'got {p[key]}')
         try:
+            self.spec = world_spec(p['world'])
             validate_seed(p['episode_seed'])
-            self.world = ReachWorld(p['camera_width'], p['camera_height'], p['episode_seed'])
+            self.world = make_world(p['world'], p['camera_width'], p['camera_height'],
+                                    p['camera_names'], p['episode_seed'])
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.p = p
@@ -68,14 +98,17 @@ class SimNode(Node):
         self._pending_cmd: Optional[np.ndarray] = None
         self._pending_reset: Optional[int] = None
         self.rejected = {'wrong_length': 0, 'non_finite': 0}
-        self._episode: Optional[dict] = None
-        self._clock_offset = time.time()   # sim time 0 maps to this epoch under use_sim_time
+        self._episode: Optional[Episode] = None
+        self._published_s: Optional[float] = None   # sim time of the last joint_states
+        # Under use_sim_time sim time 0 maps to this epoch; stamps are summed in integer ns
+        # (in float seconds an epoch keeps only ~0.25 us, so 20 ms steps came out uneven).
+        self._clock_offset_ns = time.time_ns()
 
         self.add_on_set_parameters_callback(self._on_params)
-        cam = self.world.camera_names[0]
-        self.img_pub = self.create_publisher(Image, f'camera/{cam}/image_raw',
-                                             qos_profile_sensor_data)
-        self.camera = cam
+        self.cameras = list(p['camera_names'] or self.spec.camera_names)
+        self.img_pubs = {cam: self.create_publisher(Image, f'camera/{cam}/image_raw',
+                                                    qos_profile_sensor_data)
+                         for cam in self.cameras}
         self.js_pub = self.create_publisher(JointState, 'joint_states', qos_profile_sensor_data)
         self.clock_pub = self.create_publisher(Clock, '/clock', 10) if self.sim_time else None
         latched = QoSProfile(depth=20, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -86,9 +119,10 @@ class SimNode(Node):
         self._running = True
         self._thread = threading.Thread(target=self._loop, name='physics', daemon=True)
         self._thread.start()
-        self.get_logger().info(f'reference world: camera {cam!r} '
-                               f'{p["camera_width"]}x{p["camera_height"]} at '
-                               f'{p["camera_rate_hz"]} Hz, joints {list(self.world.joint_names)}')
+        width, height = self.world.camera_size
+        self.get_logger().info(f'{p["world"]} world: cameras {self.cameras} {width}x{height} '
+                               f'at {p["camera_rate_hz"]} Hz, joints '
+                               f'{list(self.world.joint_names)}')
 
     # ------------------------------------------------------------------ inputs
     def _on_params(self, params) -> SetParametersResult:
@@ -131,7 +165,7 @@ class SimNode(Node):
     # ------------------------------------------------------------------ physics thread
     def _stamp(self):
         if self.sim_time:
-            return s_to_time(self._clock_offset + self.world.time_s)
+            return ns_to_time(self._clock_offset_ns + s_to_ns(self.world.time_s))
         return self.get_clock().now().to_msg()
 
     def _loop(self) -> None:
@@ -157,14 +191,17 @@ class SimNode(Node):
             world.reset(reset)
             self._t0 = (time.monotonic(), world.time_s)
             self._next_frame = world.time_s
-            self._episode = {'seed': reset, 'start_s': world.time_s,
-                             'min_distance_m': world.distance_to_target()}
+            self._published_s = None
+            self._episode = Episode(world, reset, self.p['episode_timeout_s'], self.spec.score)
         if cmd is not None:
             world.set_command(cmd)
         wall0, sim0 = self._t0
         target = sim0 + (time.monotonic() - wall0) * self.p['real_time_factor']
         if target > world.time_s:
             world.step(target - world.time_s)
+        if self._published_s == world.time_s:
+            return   # the world has not advanced (it steps in whole control steps)
+        self._published_s = world.time_s
         stamp = self._stamp()
         if self.clock_pub is not None:
             self.clock_pub.publish(Clock(clock=stamp))
@@ -176,23 +213,14 @@ class SimNode(Node):
         if world.time_s >= self._next_frame:
             self._next_frame = max(self._next_frame + 1.0 / self.p['camera_rate_hz'],
                                    world.time_s)
-            frame = world.render(self.camera)
-            self.img_pub.publish(image_msg(frame, 'rgb8', stamp, self.camera))
+            for cam, pub in self.img_pubs.items():
+                pub.publish(image_msg(world.render(cam), 'rgb8', stamp, cam))
 
     def _track_episode(self) -> None:
-        ep = self._episode
-        if ep is None:
+        if self._episode is None:
             return
-        world = self.world
-        d = world.distance_to_target()
-        ep['min_distance_m'] = min(ep['min_distance_m'], d)
-        elapsed = world.time_s - ep['start_s']
-        success = d < world.success_radius_m
-        if success or elapsed >= self.p['episode_timeout_s']:
-            outcome = {'seed': ep['seed'], 'success': bool(success),
-                       'time_s': round(elapsed, 4),
-                       'min_distance_m': round(ep['min_distance_m'], 5),
-                       'final_distance_m': round(d, 5)}
+        outcome = self._episode.update()
+        if outcome is not None:
             self._episode = None
             self.outcome_pub.publish(String(data=json.dumps(outcome)))
             self.get_logger().info(f'episode {outcome}')
