@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="when the gate ticks: 'grid' every control period, 'recorded' at "
                          "the recorded run's tick times (safety/execution), one each (auto: "
                          "'recorded' with --gate recorded when the recorded ticks come "
-                         'at the configured control rate, within 20 %)')
+                         'at the configured control rate, within 20 %%)')
     ap.add_argument('--namespace', default='replay',
                     help='namespace of the replay outputs in the output bag')
     ap.add_argument('--expect', metavar='OLD/summary.json',
