@@ -13,20 +13,21 @@ configuration.
 Inference schedule: ``rate`` lets the policy runtime decide when to infer, as the node does.
 ``recorded`` reruns every recorded inference on exactly what it ran on
 (``policy/inference_inputs``: the frames by stamp, the joint state, the prefix), as soon as
-the bag has delivered those frames, and hands the chunk to the safety runtime half a
-control period before the robot's first tick on it (the first ``safety/execution`` naming
-it; else when the recording logged the chunk): every recorded chunk is reproduced bit for
-bit, and taken up on the tick nearest to the one the robot took it up on. A bag recorded
-before the inputs were published falls back to inferring on the frames whose stamps the
-recorded chunks carry.
+the bag has delivered those frames, and hands the chunk to the safety runtime when the
+robot's controller adopted it (``safety/execution`` carries that time; from older bags:
+within the period before the robot's first tick on it, else when the recording logged
+the chunk): every recorded chunk is reproduced bit for bit and taken up when the robot
+took it up. A bag recorded before the inputs were published falls back to inferring on the
+frames whose stamps the recorded chunks carry.
 
 Gate: ``open`` enables the safety runtime from the start; ``recorded`` opens it when the
 recorded run's gated commands start and closes it (controlled stop) when they stop for
 ``gate_gap_s``, so that the replay commands the robot when the recorded run did.
 
 Ticks: every control period of the bag clock, or (with the recorded gate, ``--ticks
-recorded``) once at each recorded gated command: one replay tick per tick of the robot,
-on the robot's own (jittered) schedule, each compared with the command that tick sent.
+recorded``) at the robot's own tick times (``topics.recorded_ticks``: the times
+``safety/execution`` carries, else the recorded commands' log times): one replay tick per
+tick of the robot, on its own jittered schedule, each compared with the command it sent.
 """
 
 import bisect
